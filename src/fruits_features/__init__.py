@@ -1,0 +1,1 @@
+"""Fruits! feature pipeline: S3 images -> ResNet50 -> StandardScaler + PCA -> labelled CSV on S3."""

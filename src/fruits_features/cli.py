@@ -1,0 +1,99 @@
+"""Command-line plumbing for the job entry point: arguments, run ids, logging, the session."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fruits_features.config import JobConfig
+from fruits_features.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit is also 2, but with usage noise
+        raise ConfigError(f"command line: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (the contract other tools call it with)."""
+    parser = _Parser(
+        prog="extract_features.py",
+        description="S3 images -> ResNet50 features -> StandardScaler + PCA -> labelled CSV on S3.",
+    )
+    parser.add_argument("--config", required=True, help="YAML config, e.g. conf/local.yaml")
+    parser.add_argument("--input", help="s3://bucket/prefix/ of <Class>/<file> images (input.uri)")
+    parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
+    parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, e.g. --set model.weights=/path/w.h5 (repeatable)",
+    )
+    return parser
+
+
+def new_run_id() -> str:
+    """``20261126T041500Z-3f9a1c``: sortable by time, unique across concurrent submissions."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse run ids that would not make one clean S3 folder name.
+
+    Raises:
+        ConfigError: naming ``--run-id``.
+    """
+    if not _RUN_ID_RE.match(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_', '=' or '-' (no '/')")
+    return run_id
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines with time, level and module, once, for the driver."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_session(config: JobConfig) -> SparkSession:
+    """The SparkSession with ``spark.conf`` applied; the master comes from ``spark-submit``."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    return spark
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """A short human summary of a finished run, from its manifest."""
+    counts = manifest["counts"]
+    timings = manifest["timings_seconds"]
+    embed = timings.get("load_and_embed") or 0.0
+    cumulative = manifest["pca"]["cumulative_explained_variance"]
+    return [
+        f"run {manifest['run_id']}",
+        f"  keys listed      {counts['keys_listed']} ({counts['keys_skipped']} not images, skipped)",
+        f"  images           {counts['images']}",
+        f"  featurized       {counts['featurized']}",
+        f"  rejected         {counts['rejected']}",
+        f"  PCA k={manifest['pca']['k']}         {100 * cumulative[-1]:.1f}% of the variance explained"
+        f" (first component {100 * manifest['pca']['explained_variance'][0]:.1f}%)",
+        f"  embed stage      {embed:.1f}s, {counts['images'] / embed if embed else 0:.2f} images/s",
+        f"  wall time        {timings['total']:.1f}s",
+        f"  output           {manifest['output']}",
+    ]

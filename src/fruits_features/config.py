@@ -1,0 +1,274 @@
+"""Typed, validated job configuration.
+
+One frozen object is read from ``conf/<target>.yaml``, overridden from the command line
+(``--input``, ``--output``, ``--set section.key=value``) and validated before Spark starts.
+Every problem surfaces as a :class:`ConfigError` whose one-line message names the key.
+
+Secrets never belong here: S3 is reached through the standard AWS credential chain and the
+standard ``AWS_REGION`` / ``AWS_ENDPOINT_URL_S3`` variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+
+from fruits_features.errors import ConfigError
+from fruits_features.storage import S3Uri
+
+IMAGENET = "imagenet"
+
+
+class _Section(BaseModel):
+    # extra="forbid" turns a misspelt key into an error instead of a silently ignored value;
+    # strict ints refuse "50" or 50.5 where a count is expected.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _s3_uri(value: str) -> str:
+    S3Uri.parse(value)  # raises ValueError with the reason, which pydantic reports under the key
+    return value
+
+
+class InputConfig(_Section):
+    """Where the images are listed from."""
+
+    uri: str = Field(description="s3://bucket/prefix/ holding <Class name>/<file> images.")
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        return _s3_uri(value)
+
+    @field_validator("extensions")
+    @classmethod
+    def _check_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one extension is required")
+        bad = [ext for ext in value if not ext.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions start with a dot, got {bad}")
+        return tuple(ext.lower() for ext in value)
+
+
+class OutputConfig(_Section):
+    """Where results go: ``<uri>/<run id>/``."""
+
+    uri: str = Field(description="s3://bucket/prefix/ under which each run writes its own folder.")
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        return _s3_uri(value)
+
+
+class ModelConfig(_Section):
+    """The ResNet50 feature extractor."""
+
+    weights: str = Field(
+        default=IMAGENET,
+        description="'imagenet' (Keras download), a local .h5 path, or an s3:// URI.",
+    )
+    image_size: Annotated[StrictInt, Field(ge=32, le=1024)] = 224
+    batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
+    # 0 means "the cores Spark gives each task" (spark.task.cpus), so that concurrent
+    # Python workers do not oversubscribe the CPU.
+    threads: Annotated[StrictInt, Field(ge=0, le=256)] = 0
+    max_image_pixels: Annotated[StrictInt, Field(ge=1)] = 50_000_000
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be 'imagenet', a local path or an s3:// URI")
+        if value.startswith("s3:") or value.startswith("s3a:"):
+            S3Uri.parse(value)
+            if value.endswith("/"):
+                raise ValueError(f"must name a file, got the prefix {value!r}")
+        return value
+
+
+class PcaConfig(_Section):
+    """Standardisation + PCA."""
+
+    k: Annotated[StrictInt, Field(ge=1, le=2048)] = 50
+
+
+class SparkConfig(_Section):
+    """Spark settings the job applies to its session."""
+
+    app_name: str = "fruits-features"
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    # 0 means "auto": enough partitions to keep every core busy, none smaller than a batch.
+    partitions: Annotated[StrictInt, Field(ge=0)] = 0
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # YAML reads `true` and `64` as bool and int; Spark wants every value as a string.
+        if isinstance(value, Mapping):
+            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return value
+
+
+class S3Config(_Section):
+    """How boto3 talks to S3 (endpoint, region and credentials come from the environment)."""
+
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] = 10
+    max_pool_connections: Annotated[StrictInt, Field(ge=1, le=1000)] = 16
+    # Objects fetched at once by each task: S3 latency, not bandwidth, bounds small images.
+    fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+
+
+class JobConfig(_Section):
+    """The whole job's configuration."""
+
+    input: InputConfig
+    output: OutputConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pca: PcaConfig = Field(default_factory=PcaConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain JSON-ready data (for the manifest)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in first and first["type"] not in {"value_error"}:
+        message = f"{message} (got {first['input']!r})"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"config key '{key}': {message}{suffix}"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    # The value is parsed as YAML so that numbers and booleans get their types
+    # (`pca.k=10` is an int), while paths and URIs stay strings.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if value is None or isinstance(value, dict):
+        value = raw  # "a: b" in a path is text, not a mapping
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``section.key=value`` override applied.
+
+    Args:
+        data: the configuration as read from YAML.
+        overrides: items such as ``"model.weights=/path/w.h5"`` or ``"pca.k=10"``.
+
+    Returns:
+        A new nested dict; ``data`` is left untouched.
+
+    Raises:
+        ConfigError: if an item is not of the form ``key=value`` or walks into a non-section.
+    """
+    result: dict[str, Any] = _deep_copy(data)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{'.'.join(path)}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a config file into a dict.
+
+    Raises:
+        ConfigError: if the file is missing, is not YAML, or is not a mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return data
+
+
+def build_config(data: Mapping[str, Any]) -> JobConfig:
+    """Validate plain data into a :class:`JobConfig`.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    try:
+        return JobConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+
+
+def load_config(
+    path: Path,
+    *,
+    input_uri: str | None = None,
+    output_uri: str | None = None,
+    overrides: Iterable[str] = (),
+) -> JobConfig:
+    """Read, override and validate the job configuration.
+
+    Args:
+        path: the YAML file (``conf/local.yaml``, ``conf/ec2.yaml``, ``conf/emr.yaml``).
+        input_uri: replaces ``input.uri`` when given (``--input``).
+        output_uri: replaces ``output.uri`` when given (``--output``).
+        overrides: ``section.key=value`` items (``--set``), applied last.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: for a missing file, an unknown key, a wrong type or a malformed URI.
+    """
+    data = read_yaml(path)
+    for section, uri in (("input", input_uri), ("output", output_uri)):
+        if uri is None:
+            continue
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{section}': must be a section")
+        node["uri"] = uri  # verbatim: a URI is never parsed as YAML
+    return build_config(apply_overrides(data, overrides))

@@ -1,0 +1,89 @@
+"""An S3-compatible server on 127.0.0.1 for the demo and the tests (moto's server mode).
+
+The job reaches it exactly as it reaches AWS: through ``AWS_ENDPOINT_URL_S3``. Needs the
+``dev`` extra (moto).
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fruits_features.storage import S3Uri
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# moto accepts any credentials; these only keep boto3 from looking for real ones.
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "local-testing",
+    "AWS_SECRET_ACCESS_KEY": "local-testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_s3(port: int | None = None) -> Iterator[str]:
+    """Run moto's S3 server on 127.0.0.1 and point this process's environment at it.
+
+    Yields:
+        The endpoint URL, also set as ``AWS_ENDPOINT_URL_S3`` (child processes inherit it).
+    """
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in [*LOCAL_ENV, "AWS_ENDPOINT_URL_S3"]}
+    os.environ.update(LOCAL_ENV)
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def upload_tree(client: S3Client, folder: Path, uri: S3Uri, pattern: str = "*/*") -> int:
+    """Upload ``folder/<pattern>`` files under ``uri``, keeping their relative paths; returns the count."""
+    count = 0
+    for path in sorted(folder.glob(pattern)):
+        if path.is_file():
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            key = uri.join(path.relative_to(folder).as_posix()).key
+            client.upload_file(str(path), uri.bucket, key, ExtraArgs={"ContentType": content_type})
+            count += 1
+    return count
+
+
+def download_tree(client: S3Client, uri: S3Uri, folder: Path) -> int:
+    """Copy every object under ``uri`` into ``folder``, keeping relative paths; returns the count."""
+    count = 0
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=uri.bucket, Prefix=uri.prefix):
+        for item in page.get("Contents", []):
+            target = folder / item["Key"][len(uri.prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(uri.bucket, item["Key"], str(target))
+            count += 1
+    return count

@@ -1,0 +1,203 @@
+"""S3 storage through boto3: URIs, clients, listing, reading and writing objects.
+
+Endpoint, region and credentials come from the standard AWS environment (the credential chain,
+``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``), so the same code reaches AWS, a cluster's instance
+profile, or a local S3-compatible server. Hadoop's S3A connector is never needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fruits_features.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """An ``s3://bucket/key-or-prefix`` location."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        """Parse ``s3://bucket/key``.
+
+        Raises:
+            ValueError: if the scheme is not ``s3://`` or the bucket name is not a valid S3 name.
+        """
+        scheme, sep, rest = uri.partition("://")
+        if not sep or scheme not in {"s3", "s3a"}:
+            raise ValueError(f"expected an s3://bucket/prefix URI, got {uri!r}")
+        bucket, _, key = rest.partition("/")
+        if not _BUCKET_RE.match(bucket):
+            raise ValueError(f"{bucket!r} in {uri!r} is not a valid S3 bucket name")
+        return cls(bucket, key)
+
+    @property
+    def prefix(self) -> str:
+        """The key as a folder prefix: empty, or ending with one ``/``."""
+        return self.key.rstrip("/") + "/" if self.key.strip("/") else ""
+
+    def join(self, *parts: str) -> S3Uri:
+        """The URI of ``parts`` under this prefix."""
+        return S3Uri(self.bucket, self.prefix + "/".join(p.strip("/") for p in parts))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """boto3 client settings that travel from the driver to the executors (no secrets)."""
+
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    max_attempts: int = 10
+    max_pool_connections: int = 16
+
+
+@functools.lru_cache(maxsize=8)
+def s3_client(settings: S3Settings = S3Settings()) -> S3Client:
+    """A boto3 S3 client, one per process and settings, reused across tasks.
+
+    A fresh ``Session`` per client because sessions are not thread-safe, while clients are.
+    """
+    config = Config(
+        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        max_pool_connections=settings.max_pool_connections,
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for an S3 failure: the service's error code and message, or the cause."""
+    if isinstance(exc, ClientError):
+        error: dict[str, Any] = dict(exc.response.get("Error", {}))
+        code = error.get("Code", "Error")
+        message = error.get("Message") or ""
+        return f"{code}: {message}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image to featurize: its location and its label (the class folder)."""
+
+    path: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What was found under the input prefix."""
+
+    images: list[ImageRef]
+    keys_listed: int
+    skipped: int
+
+
+def label_for_key(key: str, prefix: str, extensions: tuple[str, ...]) -> str | None:
+    """The class label of an image key, or ``None`` when the key is not an image to featurize.
+
+    Args:
+        key: the object key, for example ``images/Apple Braeburn/r_6_100.jpg``.
+        prefix: the listed prefix (``images/``), so that a file directly under it has no label.
+        extensions: accepted lower-case extensions, such as ``(".jpg", ".jpeg", ".png")``.
+
+    Returns:
+        The name of the image's parent folder, or ``None`` for other keys (folders, other
+        extensions, or files with no class folder between the prefix and the file name).
+    """
+    if key.endswith("/"):
+        return None
+    name = key.rsplit("/", 1)[-1]
+    if not name.lower().endswith(extensions) or name.startswith("."):
+        return None
+    relative = key[len(prefix) :] if key.startswith(prefix) else key
+    parts = relative.split("/")
+    if len(parts) < 2 or not parts[-2]:
+        return None
+    return parts[-2]
+
+
+def iter_keys(client: S3Client, uri: S3Uri) -> Iterator[str]:
+    """Every key under ``uri``'s prefix, following ``list_objects_v2`` pagination.
+
+    Raises:
+        InputError: for a missing bucket, denied access or an unreachable endpoint.
+    """
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=uri.bucket, Prefix=uri.prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+    except ClientError as exc:
+        raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
+    except BotoCoreError as exc:
+        raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
+
+
+def list_images(client: S3Client, uri: S3Uri, extensions: tuple[str, ...]) -> Listing:
+    """List the images under ``uri`` (layout ``<prefix>/<Class name>/<file>``), sorted by key.
+
+    Raises:
+        InputError: if the prefix cannot be listed.
+    """
+    images: list[ImageRef] = []
+    listed = 0
+    for key in iter_keys(client, uri):
+        listed += 1
+        label = label_for_key(key, uri.prefix, extensions)
+        if label is None:
+            log.debug("skipping %s: not an image in a class folder", key)
+            continue
+        images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
+    images.sort(key=lambda ref: ref.path)
+    return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
+
+
+def read_object(client: S3Client, uri: S3Uri) -> bytes:
+    """The bytes of one object."""
+    response = client.get_object(Bucket=uri.bucket, Key=uri.key)
+    return response["Body"].read()
+
+
+def write_object(client: S3Client, uri: S3Uri, body: bytes, content_type: str) -> None:
+    """Write one object (a single PUT: S3 makes it visible whole or not at all)."""
+    client.put_object(Bucket=uri.bucket, Key=uri.key, Body=body, ContentType=content_type)
+
+
+def check_output_writable(client: S3Client, run_uri: S3Uri) -> None:
+    """Fail early when the output bucket is unreachable or the run's folder already has objects.
+
+    A run never mixes its files with an earlier attempt's: reusing a run id whose folder holds
+    anything is refused, so no stale part file can survive into a new result.
+
+    Raises:
+        OutputError: naming the URI and the cause.
+    """
+    try:
+        response = client.list_objects_v2(Bucket=run_uri.bucket, Prefix=run_uri.prefix, MaxKeys=1)
+    except (ClientError, BotoCoreError) as exc:
+        raise OutputError(f"cannot use output {run_uri}: {describe_error(exc)}") from exc
+    if response.get("KeyCount", 0):
+        raise OutputError(
+            f"output {run_uri} already holds objects from an earlier run; "
+            "choose another --run-id or delete that prefix"
+        )
