@@ -146,14 +146,20 @@ def _task_cpus() -> int:
     return max(1, context.cpus()) if context is not None else max(1, os.cpu_count() or 1)
 
 
-_MODEL_CACHE: dict[EmbedSpec, ModelFn] = {}
+ModelLoader = Callable[[EmbedSpec], ModelFn]
+_MODEL_CACHE: dict[tuple[EmbedSpec, str], ModelFn] = {}
 
 
-def cached_model_fn(spec: EmbedSpec, loader: Callable[[EmbedSpec], ModelFn] = build_model_fn) -> ModelFn:
-    """The model for ``spec``, built on first use in this process and reused after."""
-    model_fn = _MODEL_CACHE.get(spec)
+def cached_model_fn(spec: EmbedSpec, loader: ModelLoader = build_model_fn) -> ModelFn:
+    """The model for ``spec``, built by ``loader`` on first use in this process and reused after.
+
+    The cache is keyed by the spec and the loader's qualified name, not the loader object:
+    each task unpickles its own copy of the UDF's closure, so object identity would miss.
+    """
+    key = (spec, f"{loader.__module__}.{loader.__qualname__}")
+    model_fn = _MODEL_CACHE.get(key)
     if model_fn is None:
-        model_fn = _MODEL_CACHE[spec] = loader(spec)
+        model_fn = _MODEL_CACHE[key] = loader(spec)
     return model_fn
 
 
@@ -227,16 +233,27 @@ def embed_series(
     return pd.DataFrame({"features": features, "error": errors})
 
 
-def embed_column(content: Column, spec: EmbedSpec, counters: EmbedCounters | None = None) -> Column:
+def embed_column(
+    content: Column,
+    spec: EmbedSpec,
+    counters: EmbedCounters | None = None,
+    loader: ModelLoader = build_model_fn,
+) -> Column:
     """A struct column ``<features: array<float>, error: string>`` computed from ``content``.
 
     The UDF is marked non-deterministic so that Spark's optimizer never duplicates it into
     two projections: ResNet50 must run once per image.
+
+    Args:
+        content: the binary column of encoded images.
+        spec: the model settings.
+        counters: accumulators the executors add their counts and timings to.
+        loader: builds the model on the executor (tests pass fakes; the job uses ResNet50).
     """
     from pyspark.sql.pandas.functions import pandas_udf
 
     def embed(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        model_fn = cached_model_fn(spec)
+        model_fn = cached_model_fn(spec, loader)
         for series in contents:
             yield embed_series(series, spec, model_fn, counters)
 

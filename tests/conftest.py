@@ -1,0 +1,82 @@
+"""Shared fixtures: the local S3 endpoint, one SparkSession, the sample images and the weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fruits_features.local_s3 import local_s3, upload_tree
+from fruits_features.storage import S3Uri, s3_client
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = ROOT / "tests" / "data" / "fruits360-sample"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server on 127.0.0.1, reached through AWS_ENDPOINT_URL_S3."""
+    with local_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: str):  # type: ignore[no-untyped-def]
+    """A boto3 client for the local endpoint."""
+    return s3_client()
+
+
+@pytest.fixture
+def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    """A new, empty bucket for one test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def spark(s3_endpoint: str):  # type: ignore[no-untyped-def]
+    """One local SparkSession for the whole run; started after the S3 endpoint so that its
+    Python workers inherit AWS_ENDPOINT_URL_S3."""
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("fruits-features-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def weights() -> str:
+    """The model weights the integration tests use: FRUITS_WEIGHTS, else Keras' download."""
+    value = os.environ.get("FRUITS_WEIGHTS", "imagenet")
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+def sample_classes(count: int) -> list[str]:
+    """The first ``count`` class folders of the bundled sample, sorted."""
+    return sorted(p.name for p in SAMPLE_DIR.iterdir() if p.is_dir())[:count]
+
+
+def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Upload the sample images of ``classes`` under ``s3://bucket/prefix/<Class>/``."""
+    uploaded = 0
+    for name in classes:
+        uploaded += upload_tree(client, SAMPLE_DIR, S3Uri(bucket, prefix), pattern=f"{name}/*")
+    return uploaded

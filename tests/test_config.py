@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fruits_features.config import JobConfig, apply_overrides, build_config, load_config
+from fruits_features.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = {"input": {"uri": "s3://in-bucket/images/"}, "output": {"uri": "s3://out-bucket/features/"}}
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["local", "ec2", "emr"])
+def test_every_shipped_config_file_validates(name: str) -> None:
+    config = load_config(ROOT / "conf" / f"{name}.yaml")
+    assert isinstance(config, JobConfig)
+    assert config.pca.k == 50
+    assert config.model.weights  # every target names its weights
+
+
+def test_defaults_are_the_product_defaults() -> None:
+    config = build_config(MINIMAL)
+    assert config.model.weights == "imagenet"
+    assert config.model.image_size == 224
+    assert config.pca.k == 50
+
+
+def test_set_overrides_one_key_with_its_yaml_type(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "input: {uri: 's3://a-bucket/x/'}\noutput: {uri: 's3://b-bucket/y/'}\n")
+    config = load_config(path, overrides=["pca.k=10", "model.weights=/opt/w: odd/weights.h5"])
+    assert config.pca.k == 10
+    assert config.model.weights == "/opt/w: odd/weights.h5"
+
+
+def test_input_and_output_arguments_replace_the_uris(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "input: {uri: 's3://a-bucket/x/'}\noutput: {uri: 's3://b-bucket/y/'}\n")
+    config = load_config(path, input_uri="s3://c-bucket/photos/", output_uri="s3://d-bucket/out/")
+    assert (config.input.uri, config.output.uri) == ("s3://c-bucket/photos/", "s3://d-bucket/out/")
+
+
+def test_overrides_leave_the_original_data_alone() -> None:
+    data = {"pca": {"k": 50}}
+    assert apply_overrides(data, ["pca.k=3"]) == {"pca": {"k": 3}}
+    assert data == {"pca": {"k": 50}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.wieghts=/w.h5"], "config key 'model.wieghts': unknown key"),
+        (["colour=red"], "config key 'colour': unknown key"),
+        (["pca.k=0"], "config key 'pca.k': Input should be greater than or equal to 1"),
+        (["pca.k=-3"], "config key 'pca.k'"),
+        (["pca.k=ten"], "config key 'pca.k'"),
+        (["pca.k=2.5"], "config key 'pca.k'"),
+        (["model.batch_size=true"], "config key 'model.batch_size'"),
+        (["input.uri=http://bucket/x"], "config key 'input.uri': Value error, expected an s3://bucket/prefix URI"),
+        (["output.uri=s3://Bad_Bucket/x"], "config key 'output.uri'"),
+        (["model.weights=s3://UPPER/w.h5"], "config key 'model.weights'"),
+        (["model.weights=s3://bucket-ok/folder/"], "config key 'model.weights'"),
+        (["s3.retry_mode=sometimes"], "config key 's3.retry_mode'"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(apply_overrides(MINIMAL, overrides))
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_missing_input_is_named() -> None:
+    with pytest.raises(ConfigError, match="config key 'input': required key is missing"):
+        build_config({"output": MINIMAL["output"]})
+
+
+def test_set_without_equals_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--set expects section.key=value"):
+        apply_overrides(MINIMAL, ["pca.k"])
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(write_yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_spark_conf_values_become_strings() -> None:
+    config = build_config({**MINIMAL, "spark": {"conf": {"spark.python.worker.reuse": True, "x.y": 64}}})
+    assert config.spark.conf == {"spark.python.worker.reuse": "true", "x.y": "64"}
+
+
+def test_config_is_frozen() -> None:
+    config = build_config(MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        config.pca.k = 3  # type: ignore[misc]

@@ -1,0 +1,104 @@
+"""The embed stage's plumbing with fake models (after Spark's own tests of predict_batch_udf)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fruits_features.embedding import FEATURE_DIM, EmbedSpec, cached_model_fn, embed_column, embed_series
+
+SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
+JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
+SPEC = EmbedSpec(weights="fake", image_size=32, batch_size=3, threads=1, max_image_pixels=10**7)
+
+
+class BatchRecorder:
+    """A model that answers each image with its mean pixel and remembers its batch sizes."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(batch))
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], FEATURE_DIM, axis=1)
+
+
+def test_images_are_fed_to_the_model_in_batches_of_the_configured_size() -> None:
+    model = BatchRecorder()
+    series = pd.Series([p.read_bytes() for p in JPEGS])
+
+    out = embed_series(series, SPEC, model)
+
+    assert model.batch_sizes == [3, 3, 1]
+    assert out["error"].isna().all()
+    assert all(len(v) == FEATURE_DIM and v.dtype == np.float32 for v in out["features"])
+
+
+def test_a_bad_image_gives_a_null_and_a_reason_without_failing_the_batch() -> None:
+    model = BatchRecorder()
+    series = pd.Series([JPEGS[0].read_bytes(), b"not an image", None, b"", JPEGS[1].read_bytes()])
+
+    out = embed_series(series, SPEC, model)
+
+    assert [v is not None for v in out["features"]] == [True, False, False, False, True]
+    assert out["error"].tolist() == [None, "not a recognised image format", None, "empty object (0 bytes)", None]
+    assert model.batch_sizes == [2]
+
+
+def test_features_stay_aligned_with_their_rows_across_batches() -> None:
+    model = BatchRecorder()
+    data = [JPEGS[i].read_bytes() for i in range(5)]
+    series = pd.Series([data[0], b"bad", data[1], data[2], data[3], b"bad", data[4]])
+
+    out = embed_series(series, SPEC, model)
+
+    alone = [embed_series(pd.Series([d]), SPEC, BatchRecorder())["features"][0] for d in data]
+    got = [v for v in out["features"] if v is not None]
+    for expected, actual in zip(alone, got, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+def test_the_model_is_built_once_and_then_served_from_the_cache() -> None:
+    builds: list[EmbedSpec] = []
+
+    def loader(spec: EmbedSpec) -> BatchRecorder:
+        builds.append(spec)
+        return BatchRecorder()
+
+    first = cached_model_fn(SPEC, loader)
+    assert cached_model_fn(SPEC, loader) is first
+    other = cached_model_fn(EmbedSpec("fake", 64, 3, 1, 10**7), loader)
+    assert other is not first
+    assert len(builds) == 2
+
+
+def logging_loader(spec: EmbedSpec) -> BatchRecorder:
+    """Records each build, with the building process's id, in the file named by ``spec.weights``."""
+    with open(spec.weights, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    return BatchRecorder()
+
+
+def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pyspark import cloudpickle
+    from pyspark.sql import functions as F
+
+    # Ship this module's loader by value: the Python workers cannot import the tests.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    build_log = tmp_path / "builds.log"
+    spec = EmbedSpec(str(build_log), 32, 4, 1, 10**7)
+    rows = [(str(p), p.read_bytes()) for p in sorted(SAMPLE.glob("*/*.jpg"))[:40]]
+    frame = spark.createDataFrame(rows, "path string, content binary").repartition(8)
+
+    out = frame.select("path", embed_column(F.col("content"), spec, loader=logging_loader).alias("e")).collect()
+
+    assert len(out) == 40
+    assert all(row["e"]["features"] is not None for row in out)
+    builders = build_log.read_text().split()
+    assert len(builders) == len(set(builders))  # no worker built it twice
+    assert 1 <= len(builders) <= 2  # local[2]: at most two Python workers for eight tasks

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fruits_features.output import finish_run, rejected_bytes, to_csv_bytes, write_features
+from fruits_features.storage import S3Settings, S3Uri
+
+
+class RecordingClient:
+    """Stands in for boto3's S3 client: records PUTs in order, optionally failing on one key."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.keys: list[str] = []
+        self.bodies: dict[str, bytes] = {}
+        self.fail_on = fail_on
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentType: str) -> dict[str, Any]:  # noqa: N803
+        if self.fail_on and Key.endswith(self.fail_on):
+            raise ConnectionError("simulated failure")
+        self.keys.append(Key)
+        self.bodies[Key] = Body
+        return {}
+
+
+RUN = S3Uri.parse("s3://out-bucket/features/run-1")
+
+
+def test_success_marker_is_written_last() -> None:
+    client = RecordingClient()
+    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], {"run_id": "run-1"})  # type: ignore[arg-type]
+    assert client.keys == [
+        "features/run-1/rejected.csv",
+        "features/run-1/manifest.json",
+        "features/run-1/_SUCCESS",
+    ]
+
+
+@pytest.mark.parametrize("failing", ["rejected.csv", "manifest.json"])
+def test_no_success_marker_when_an_earlier_write_fails(failing: str) -> None:
+    client = RecordingClient(fail_on=failing)
+    with pytest.raises(ConnectionError):
+        finish_run(client, RUN, [], {"run_id": "run-1"})  # type: ignore[arg-type]
+    assert not any(key.endswith("_SUCCESS") for key in client.keys)
+
+
+def test_rejected_csv_has_a_header_even_when_empty() -> None:
+    assert rejected_bytes([]) == b"path,reason\n"
+    text = rejected_bytes([("s3://b/p/Kiwi/a, b.jpg", 'say "no"')]).decode()
+    assert pd.read_csv(io.StringIO(text)).to_dict("records") == [
+        {"path": "s3://b/p/Kiwi/a, b.jpg", "reason": 'say "no"'}
+    ]
+
+
+def test_floats_round_trip_through_the_csv() -> None:
+    values = np.random.default_rng(0).normal(size=(20, 3)) * 10.0 ** np.arange(-5, 10, 5)
+    frame = pd.DataFrame(values, columns=["pc_1", "pc_2", "pc_3"])
+    back = pd.read_csv(io.BytesIO(to_csv_bytes(frame)), float_precision="round_trip")
+    np.testing.assert_array_equal(back.to_numpy(), values)
+
+
+def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    rows = [(f"s3://{bucket}/i/K{i % 3}/{i}.jpg", f"K{i % 3}", float(i) / 3, -float(i)) for i in range(10)]
+    frame = spark.createDataFrame(rows, "path string, label string, pc_1 double, pc_2 double").repartition(3)
+    run = S3Uri(bucket, "out/run-1")
+
+    parts = write_features(frame, run, S3Settings())
+
+    assert sum(part.rows for part in parts) == 10
+    assert len(parts) == 3
+    read = []
+    for part in parts:
+        body = s3.get_object(Bucket=bucket, Key=S3Uri.parse(part.uri).key)["Body"].read()
+        assert body.startswith(b"path,label,pc_1,pc_2\n")
+        read.append(pd.read_csv(io.BytesIO(body), float_precision="round_trip"))
+    got = pd.concat(read).sort_values("pc_2", ascending=False).reset_index(drop=True)
+    expected = pd.DataFrame(rows, columns=["path", "label", "pc_1", "pc_2"])
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    frame = spark.createDataFrame([], "path string, label string, pc_1 double")
+
+    parts = write_features(frame, S3Uri(bucket, "out/empty"), S3Settings())
+
+    assert [(p.uri, p.rows) for p in parts] == [(f"s3://{bucket}/out/empty/features/part-00000.csv", 0)]
+    body = s3.get_object(Bucket=bucket, Key="out/empty/features/part-00000.csv")["Body"].read()
+    assert body == b"path,label,pc_1\n"
+
+
+def test_manifest_and_rejected_hold_what_they_are_given() -> None:
+    client = RecordingClient()
+    manifest = {"counts": {"images": 3}, "pca": {"explained_variance": [0.5, 0.25]}}
+    finish_run(client, RUN, [("s3://b/p/K/x.jpg", "not a recognised image format")], manifest)  # type: ignore[arg-type]
+    assert json.loads(client.bodies["features/run-1/manifest.json"]) == manifest
+    assert client.bodies["features/run-1/rejected.csv"] == (
+        b"path,reason\ns3://b/p/K/x.jpg,not a recognised image format\n"
+    )

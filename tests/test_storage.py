@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+
+from fruits_features.errors import InputError, OutputError
+from fruits_features.storage import S3Uri, check_output_writable, label_for_key, list_images
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+@pytest.mark.parametrize(
+    ("key", "label"),
+    [
+        ("images/Apple Braeburn/r_6_100.jpg", "Apple Braeburn"),
+        ("images/Kiwi/1.JPG", "Kiwi"),
+        ("images/Kiwi/1.Jpeg", "Kiwi"),
+        ("images/Kiwi/shot.png", "Kiwi"),
+        ("images/Pitahaya Red/über café.jpg", "Pitahaya Red"),
+        ("images/nested/Cherry 1/a.jpg", "Cherry 1"),
+        ("images/Kiwi/notes.txt", None),
+        ("images/Kiwi/anim.gif", None),
+        ("images/Kiwi/", None),
+        ("images/loose.jpg", None),
+        ("images/Kiwi/.hidden.jpg", None),
+        ("images/Kiwi/jpg", None),
+    ],
+)
+def test_label_is_the_parent_folder_of_an_image_key(key: str, label: str | None) -> None:
+    assert label_for_key(key, "images/", EXTENSIONS) == label
+
+
+def test_uri_parsing_and_joining() -> None:
+    uri = S3Uri.parse("s3://my-bucket/some/prefix")
+    assert (uri.bucket, uri.key, uri.prefix) == ("my-bucket", "some/prefix", "some/prefix/")
+    assert str(uri.join("run-1", "features")) == "s3://my-bucket/some/prefix/run-1/features"
+    assert S3Uri.parse("s3://my-bucket").prefix == ""
+    assert str(S3Uri.parse("s3://my-bucket/").join("x.csv")) == "s3://my-bucket/x.csv"
+
+
+@pytest.mark.parametrize("bad", ["my-bucket/x", "http://my-bucket/x", "s3://", "s3://UP/x", "s3://a/x"])
+def test_malformed_uris_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="s3"):
+        S3Uri.parse(bad)
+
+
+def test_listing_follows_pagination_past_1000_keys(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    for i in range(1105):
+        s3.put_object(Bucket=bucket, Key=f"images/Class {i % 3}/{i:05d}.jpg", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="images/Class 0/readme.txt", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="other/Class 0/outside.jpg", Body=b"x")
+
+    listing = list_images(s3, S3Uri.parse(f"s3://{bucket}/images/"), EXTENSIONS)
+
+    assert listing.keys_listed == 1106
+    assert listing.skipped == 1
+    assert len(listing.images) == 1105
+    assert {ref.label for ref in listing.images} == {"Class 0", "Class 1", "Class 2"}
+    assert listing.images[0].path == f"s3://{bucket}/images/Class 0/00000.jpg"
+
+
+def test_listing_keeps_spaces_and_non_ascii_in_keys_and_labels(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    keys = ["fruit/Pomme d'été/vue n°1 +%.JPEG", "fruit/Apple Braeburn/a b.png", "fruit/Kiwi/z.jpg"]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+
+    listing = list_images(s3, S3Uri.parse(f"s3://{bucket}/fruit"), EXTENSIONS)
+
+    assert sorted(ref.path for ref in listing.images) == sorted(f"s3://{bucket}/{k}" for k in keys)
+    assert {ref.label for ref in listing.images} == {"Pomme d'été", "Apple Braeburn", "Kiwi"}
+
+
+def test_listing_a_missing_bucket_names_the_uri_and_cause(s3) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match=r"cannot list s3://no-such-bucket-here/x/: NoSuchBucket"):
+        list_images(s3, S3Uri.parse("s3://no-such-bucket-here/x/"), EXTENSIONS)
+
+
+def test_output_folder_that_already_holds_objects_is_refused(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    run = S3Uri.parse(f"s3://{bucket}/out/run-1")
+    check_output_writable(s3, run)  # empty: fine
+    s3.put_object(Bucket=bucket, Key="out/run-1/features/part-00000.csv", Body=b"stale")
+    with pytest.raises(OutputError, match="already holds objects"):
+        check_output_writable(s3, run)
+    check_output_writable(s3, S3Uri.parse(f"s3://{bucket}/out/run-10"))  # a sibling prefix is not a clash
