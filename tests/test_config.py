@@ -61,7 +61,10 @@ def test_overrides_leave_the_original_data_alone() -> None:
         (["pca.k=ten"], "config key 'pca.k'"),
         (["pca.k=2.5"], "config key 'pca.k'"),
         (["model.batch_size=true"], "config key 'model.batch_size'"),
-        (["input.uri=http://bucket/x"], "config key 'input.uri': Value error, expected an s3://bucket/prefix URI"),
+        (
+            ["input.uri=http://bucket/x"],
+            "config key 'input.uri': Value error, expected an s3://bucket/prefix URI",
+        ),
         (["output.uri=s3://Bad_Bucket/x"], "config key 'output.uri'"),
         (["model.weights=s3://UPPER/w.h5"], "config key 'model.weights'"),
         (["model.weights=s3://bucket-ok/folder/"], "config key 'model.weights'"),
@@ -82,12 +85,12 @@ def test_missing_input_is_named() -> None:
 
 
 def test_set_without_equals_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--set expects section.key=value"):
+    with pytest.raises(ConfigError, match=r"--set expects section\.key=value"):
         apply_overrides(MINIMAL, ["pca.k"])
 
 
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 

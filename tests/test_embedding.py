@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from fruits_features.embedding import FEATURE_DIM, EmbedSpec, cached_model_fn, embed_column, embed_series
 
@@ -46,7 +45,13 @@ def test_a_bad_image_gives_a_null_and_a_reason_without_failing_the_batch() -> No
     out = embed_series(series, SPEC, model)
 
     assert [v is not None for v in out["features"]] == [True, False, False, False, True]
-    assert out["error"].tolist() == [None, "not a recognised image format", None, "empty object (0 bytes)", None]
+    assert out["error"].tolist() == [
+        None,
+        "not a recognised image format",
+        None,
+        "empty object (0 bytes)",
+        None,
+    ]
     assert model.batch_sizes == [2]
 
 
@@ -95,7 +100,9 @@ def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_pat
     rows = [(str(p), p.read_bytes()) for p in sorted(SAMPLE.glob("*/*.jpg"))[:40]]
     frame = spark.createDataFrame(rows, "path string, content binary").repartition(8)
 
-    out = frame.select("path", embed_column(F.col("content"), spec, loader=logging_loader).alias("e")).collect()
+    out = frame.select(
+        "path", embed_column(F.col("content"), spec, loader=logging_loader).alias("e")
+    ).collect()
 
     assert len(out) == 40
     assert all(row["e"]["features"] is not None for row in out)

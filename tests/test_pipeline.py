@@ -1,0 +1,195 @@
+"""The whole job on a real local S3 endpoint and a local SparkSession, with real images and weights."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SAMPLE_DIR, sample_classes, upload_sample
+from fruits_features import pipeline
+from fruits_features.config import build_config
+from fruits_features.embedding import EmbedCounters
+from fruits_features.errors import OutputError
+from fruits_features.loading import keys_frame, load_images
+from fruits_features.local_s3 import download_tree
+from fruits_features.storage import S3Settings, S3Uri, list_images
+
+pytestmark = pytest.mark.integration
+
+CLASSES = sample_classes(40)  # 80 images: more rows than the 50 components
+K = 50
+
+
+def keras_features(paths: list[Path], size: int, weights: str) -> np.ndarray:
+    """Features from a direct Keras call, independent of the pipeline's code."""
+    import keras
+    from keras.applications.resnet50 import preprocess_input
+
+    model = keras.applications.ResNet50(
+        include_top=False, weights=weights, pooling="avg", input_shape=(size, size, 3)
+    )
+    batch = np.stack(
+        [
+            keras.utils.img_to_array(
+                keras.utils.load_img(p, target_size=(size, size), interpolation="bilinear")
+            )
+            for p in paths
+        ]
+    )
+    return np.asarray(model.predict(preprocess_input(batch), batch_size=16, verbose=0))
+
+
+def job_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
+    return build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/features/"},
+            "model": {"weights": weights, **sections.pop("model", {})},
+            "pca": {"k": K},
+            **sections,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    bucket = "pipeline-run"
+    s3.create_bucket(Bucket=bucket)
+    uploaded = upload_sample(s3, bucket, "images", CLASSES)
+    s3.put_object(Bucket=bucket, Key="images/Kiwi/broken.jpg", Body=b"this is not a jpeg")
+    s3.put_object(Bucket=bucket, Key="images/README.txt", Body=b"not an image")
+    config = job_config(bucket, weights)
+
+    result = pipeline.run(spark, config, "run-1")
+
+    local = tmp_path_factory.mktemp("run-1")
+    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    parts = sorted((local / "features").glob("part-*.csv"))
+    features = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts], ignore_index=True)
+    return {
+        "bucket": bucket,
+        "config": config,
+        "uploaded": uploaded,
+        "result": result,
+        "local": local,
+        "features": features,
+    }
+
+
+def test_one_row_per_image_with_its_label_and_k_components(run: dict[str, Any]) -> None:
+    features = run["features"]
+    assert list(features.columns) == ["path", "label", *[f"pc_{i}" for i in range(1, K + 1)]]
+    assert len(features) == run["uploaded"] == 80
+    assert features["path"].is_unique
+    expected = {
+        f"s3://{run['bucket']}/images/{p.parent.name}/{p.name}": p.parent.name
+        for name in CLASSES
+        for p in (SAMPLE_DIR / name).glob("*.jpg")
+    }
+    assert dict(zip(features["path"], features["label"], strict=True)) == expected
+    assert features.filter(like="pc_").notna().all().all()
+
+
+def test_unreadable_image_is_rejected_with_a_reason_and_other_keys_are_skipped(run: dict[str, Any]) -> None:
+    rejected = pd.read_csv(run["local"] / "rejected.csv")
+    assert rejected.to_dict("records") == [
+        {"path": f"s3://{run['bucket']}/images/Kiwi/broken.jpg", "reason": "not a recognised image format"}
+    ]
+    counts = run["result"].manifest["counts"]
+    assert counts["keys_listed"] == 82
+    assert counts["keys_skipped"] == 1
+    assert counts["images"] == 81
+    assert counts["featurized"] + counts["rejected"] == counts["images"]
+
+
+def test_resnet_runs_exactly_once_per_image(run: dict[str, Any]) -> None:
+    counts = run["result"].manifest["counts"]
+    assert counts["model_images"] == counts["featurized"] == 80
+
+
+def test_manifest_records_config_variance_timings_and_versions(run: dict[str, Any]) -> None:
+    manifest = json.loads((run["local"] / "manifest.json").read_text())
+    assert manifest == run["result"].manifest
+    assert manifest["run_id"] == "run-1"
+    assert manifest["input"] == f"s3://{run['bucket']}/images/"
+    assert manifest["output"] == f"s3://{run['bucket']}/features/run-1"
+    assert manifest["config"]["pca"]["k"] == K
+    variance = manifest["pca"]["explained_variance"]
+    cumulative = manifest["pca"]["cumulative_explained_variance"]
+    assert len(variance) == len(cumulative) == K
+    assert variance == sorted(variance, reverse=True)
+    assert cumulative[-1] == pytest.approx(sum(variance))
+    assert 0.5 < cumulative[-1] <= 1.0
+    assert set(manifest["timings_seconds"]) >= {"list", "load_and_embed", "reduce", "write", "total"}
+    assert manifest["versions"]["tensorflow"]
+    assert manifest["versions"]["pyspark"]
+    assert (run["local"] / "_SUCCESS").exists()
+
+
+def test_pca_matches_numpy_on_the_standardized_features_up_to_sign(run: dict[str, Any], weights: str) -> None:
+    features = run["features"]
+    paths = [SAMPLE_DIR / p.split("/images/", 1)[1] for p in features["path"]]
+    x = keras_features(paths, 224, weights).astype(np.float64)
+    std = x.std(axis=0, ddof=1)  # Spark's StandardScaler uses the unbiased standard deviation
+    z = np.where(std > 0, (x - x.mean(axis=0)) / np.where(std > 0, std, 1), 0.0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(z, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1][:K]
+    expected = z @ eigenvectors[:, order]
+    got = features.filter(like="pc_").to_numpy()
+
+    for j in range(K):
+        sign = np.sign(expected[:, j] @ got[:, j])
+        np.testing.assert_allclose(got[:, j], sign * expected[:, j], atol=1e-4 * np.abs(expected[:, j]).max())
+    values = eigenvalues[order]
+    explained = values / eigenvalues.sum()
+    np.testing.assert_allclose(run["result"].manifest["pca"]["explained_variance"], explained, rtol=1e-3)
+
+
+def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:  # type: ignore[no-untyped-def]
+    bucket = "embed-check"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(3))
+    config = job_config(bucket, weights, model={"batch_size": 4})
+    listing = list_images(s3, S3Uri.parse(config.input.uri), config.input.extensions)
+    keys = keys_frame(spark, listing.images, 2)
+    loaded = load_images(keys, S3Settings(), threads=4)
+    embedded = pipeline.embed_images(
+        loaded, pipeline.embed_spec(config), EmbedCounters.create(spark.sparkContext)
+    )
+
+    rows = embedded.orderBy("path").collect()
+
+    assert [r["error"] for r in rows] == [None] * 6
+    got = np.array([r["features"] for r in rows])
+    assert got.shape == (6, 2048)
+    paths = [SAMPLE_DIR / r["path"].split("/images/", 1)[1] for r in rows]
+    np.testing.assert_allclose(got, keras_features(paths, 224, weights), atol=1e-4)
+
+
+def test_spark_and_pandas_read_the_same_rows_and_floats(run: dict[str, Any], spark) -> None:  # type: ignore[no-untyped-def]
+    from_spark = (
+        spark.read.csv(str(run["local"] / "features"), header=True, inferSchema=True)
+        .toPandas()
+        .sort_values("path")
+        .reset_index(drop=True)
+    )
+    from_pandas = run["features"].sort_values("path").reset_index(drop=True)
+    pd.testing.assert_frame_equal(from_spark, from_pandas, check_exact=True)
+
+
+def test_reusing_a_run_id_is_refused_before_any_work(spark, run: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(OutputError, match="run-1 already holds objects"):
+        pipeline.run(spark, run["config"], "run-1")
+
+
+def test_part_files_are_plain_csv_with_a_header_each(run: dict[str, Any]) -> None:
+    for part in (run["local"] / "features").glob("part-*.csv"):
+        first = part.read_text().splitlines()[0]
+        assert first.startswith("path,label,pc_1,")
+        assert pd.read_csv(io.StringIO(part.read_text())).shape[1] == K + 2
