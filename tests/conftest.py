@@ -25,13 +25,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3(s3_endpoint: str):  # type: ignore[no-untyped-def]
+def s3(s3_endpoint: str):
     """A boto3 client for the local endpoint."""
     return s3_client()
 
 
 @pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+def bucket(s3) -> str:
     """A new, empty bucket for one test."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
@@ -39,7 +39,7 @@ def bucket(s3) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def spark(s3_endpoint: str):  # type: ignore[no-untyped-def]
+def spark(s3_endpoint: str):
     """One local SparkSession for the whole run; started after the S3 endpoint so that its
     Python workers inherit AWS_ENDPOINT_URL_S3."""
     from pyspark.sql import SparkSession
@@ -74,7 +74,7 @@ def sample_classes(count: int) -> list[str]:
     return sorted(p.name for p in SAMPLE_DIR.iterdir() if p.is_dir())[:count]
 
 
-def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:  # type: ignore[no-untyped-def]
+def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:
     """Upload the sample images of ``classes`` under ``s3://bucket/prefix/<Class>/``."""
     uploaded = 0
     for name in classes:

@@ -107,4 +107,4 @@ def test_spark_conf_values_become_strings() -> None:
 def test_config_is_frozen() -> None:
     config = build_config(MINIMAL)
     with pytest.raises(ValueError, match="frozen"):
-        config.pca.k = 3  # type: ignore[misc]
+        config.pca.k = 3

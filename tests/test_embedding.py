@@ -8,8 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from fruits_features.embedding import FEATURE_DIM, EmbedSpec, cached_model_fn, embed_column, embed_series
+from fruits_features.embedding import (
+    FEATURE_DIM,
+    EmbedSpec,
+    cached_model_fn,
+    check_weights,
+    embed_column,
+    embed_series,
+    local_weights,
+)
+from fruits_features.errors import WeightsUnavailableError
+from fruits_features.storage import S3Settings
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
@@ -89,7 +100,7 @@ def logging_loader(spec: EmbedSpec) -> BatchRecorder:
     return BatchRecorder()
 
 
-def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_path: Path) -> None:
     from pyspark import cloudpickle
     from pyspark.sql import functions as F
 
@@ -109,3 +120,38 @@ def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_pat
     builders = build_log.read_text().split()
     assert len(builders) == len(set(builders))  # no worker built it twice
     assert 1 <= len(builders) <= 2  # local[2]: at most two Python workers for eight tasks
+
+
+def test_s3_weights_are_downloaded_once_per_machine(s3, bucket: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FRUITS_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    s3.put_object(Bucket=bucket, Key="models/w.h5", Body=b"weights-bytes")
+    uri = f"s3://{bucket}/models/w.h5"
+
+    first = local_weights(uri, S3Settings())
+    s3.delete_object(Bucket=bucket, Key="models/w.h5")  # a second download would now fail
+    second = local_weights(uri, S3Settings())
+
+    assert first == second
+    assert Path(first).read_bytes() == b"weights-bytes"
+    assert Path(first).parent.parent == tmp_path / "cache"
+    assert not list(Path(first).parent.glob("*.partial"))
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_unavailable_weights_are_one_line_naming_the_setting(
+    s3, bucket: str, tmp_path: Path, where: str
+) -> None:
+    weights = f"s3://{bucket}/models/missing.h5" if where == "s3" else str(tmp_path / "missing.h5")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        check_weights(weights, S3Settings())
+    message = str(caught.value)
+    assert message.startswith(f"model.weights={weights}: ")
+    assert "FRUITS_WEIGHTS" in message
+    assert "\n" not in message
+
+
+def test_local_weights_file_passes_the_check(tmp_path: Path) -> None:
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"x")
+    check_weights(str(path), S3Settings())
+    assert local_weights(str(path), S3Settings()) == str(path)

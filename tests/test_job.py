@@ -52,7 +52,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stdout.splitlines() if " ERROR extract_features: " in line]
 
 
-def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str, tmp_path: Path) -> None:
     upload_sample(s3, bucket, "photos", sample_classes(3))
 
     result = submit(
@@ -102,7 +102,7 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_key(args: list[str],
 
 def test_unreachable_imagenet_download_stops_early_naming_the_setting(
     s3, bucket: str, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     upload_sample(s3, bucket, "images", sample_classes(1))
     blocked = {
         "KERAS_HOME": str(tmp_path / "keras"),
@@ -139,7 +139,7 @@ def test_unreachable_imagenet_download_stops_early_naming_the_setting(
 )
 def test_unusable_input_exits_3_naming_the_uri(
     s3, bucket: str, weights: str, input_uri: str, message: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     if input_uri == "EMPTY":
         s3.put_object(Bucket=bucket, Key="images/notes.txt", Body=b"nothing to see")
         input_uri = f"s3://{bucket}/images/"

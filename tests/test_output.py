@@ -33,7 +33,7 @@ RUN = S3Uri.parse("s3://out-bucket/features/run-1")
 
 def test_success_marker_is_written_last() -> None:
     client = RecordingClient()
-    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], {"run_id": "run-1"})  # type: ignore[arg-type]
+    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], {"run_id": "run-1"})
     assert client.keys == [
         "features/run-1/rejected.csv",
         "features/run-1/manifest.json",
@@ -45,7 +45,7 @@ def test_success_marker_is_written_last() -> None:
 def test_no_success_marker_when_an_earlier_write_fails(failing: str) -> None:
     client = RecordingClient(fail_on=failing)
     with pytest.raises(ConnectionError):
-        finish_run(client, RUN, [], {"run_id": "run-1"})  # type: ignore[arg-type]
+        finish_run(client, RUN, [], {"run_id": "run-1"})
     assert not any(key.endswith("_SUCCESS") for key in client.keys)
 
 
@@ -64,7 +64,7 @@ def test_floats_round_trip_through_the_csv() -> None:
     np.testing.assert_array_equal(back.to_numpy(), values)
 
 
-def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark, s3, bucket: str) -> None:
     rows = [(f"s3://{bucket}/i/K{i % 3}/{i}.jpg", f"K{i % 3}", float(i) / 3, -float(i)) for i in range(10)]
     frame = spark.createDataFrame(rows, "path string, label string, pc_1 double, pc_2 double").repartition(3)
     run = S3Uri(bucket, "out/run-1")
@@ -83,7 +83,7 @@ def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark,
     pd.testing.assert_frame_equal(got, expected)
 
 
-def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, bucket: str) -> None:
     frame = spark.createDataFrame([], "path string, label string, pc_1 double")
 
     parts = write_features(frame, S3Uri(bucket, "out/empty"), S3Settings())
@@ -96,7 +96,7 @@ def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, 
 def test_manifest_and_rejected_hold_what_they_are_given() -> None:
     client = RecordingClient()
     manifest = {"counts": {"images": 3}, "pca": {"explained_variance": [0.5, 0.25]}}
-    finish_run(client, RUN, [("s3://b/p/K/x.jpg", "not a recognised image format")], manifest)  # type: ignore[arg-type]
+    finish_run(client, RUN, [("s3://b/p/K/x.jpg", "not a recognised image format")], manifest)
     assert json.loads(client.bodies["features/run-1/manifest.json"]) == manifest
     assert client.bodies["features/run-1/rejected.csv"] == (
         b"path,reason\ns3://b/p/K/x.jpg,not a recognised image format\n"

@@ -58,7 +58,7 @@ def job_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bucket = "pipeline-run"
     s3.create_bucket(Bucket=bucket)
     uploaded = upload_sample(s3, bucket, "images", CLASSES)
@@ -151,7 +151,7 @@ def test_pca_matches_numpy_on_the_standardized_features_up_to_sign(run: dict[str
     np.testing.assert_allclose(run["result"].manifest["pca"]["explained_variance"], explained, rtol=1e-3)
 
 
-def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:  # type: ignore[no-untyped-def]
+def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:
     bucket = "embed-check"
     s3.create_bucket(Bucket=bucket)
     upload_sample(s3, bucket, "images", sample_classes(3))
@@ -172,7 +172,7 @@ def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:  #
     np.testing.assert_allclose(got, keras_features(paths, 224, weights), atol=1e-4)
 
 
-def test_spark_and_pandas_read_the_same_rows_and_floats(run: dict[str, Any], spark) -> None:  # type: ignore[no-untyped-def]
+def test_spark_and_pandas_read_the_same_rows_and_floats(run: dict[str, Any], spark) -> None:
     from_spark = (
         spark.read.csv(str(run["local"] / "features"), header=True, inferSchema=True)
         .toPandas()
@@ -183,7 +183,7 @@ def test_spark_and_pandas_read_the_same_rows_and_floats(run: dict[str, Any], spa
     pd.testing.assert_frame_equal(from_spark, from_pandas, check_exact=True)
 
 
-def test_reusing_a_run_id_is_refused_before_any_work(spark, run: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_reusing_a_run_id_is_refused_before_any_work(spark, run: dict[str, Any]) -> None:
     with pytest.raises(OutputError, match="run-1 already holds objects"):
         pipeline.run(spark, run["config"], "run-1")
 

@@ -43,7 +43,7 @@ def test_malformed_uris_are_refused(bad: str) -> None:
         S3Uri.parse(bad)
 
 
-def test_listing_follows_pagination_past_1000_keys(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_listing_follows_pagination_past_1000_keys(s3, bucket: str) -> None:
     for i in range(1105):
         s3.put_object(Bucket=bucket, Key=f"images/Class {i % 3}/{i:05d}.jpg", Body=b"x")
     s3.put_object(Bucket=bucket, Key="images/Class 0/readme.txt", Body=b"x")
@@ -58,7 +58,7 @@ def test_listing_follows_pagination_past_1000_keys(s3, bucket: str) -> None:  # 
     assert listing.images[0].path == f"s3://{bucket}/images/Class 0/00000.jpg"
 
 
-def test_listing_keeps_spaces_and_non_ascii_in_keys_and_labels(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_listing_keeps_spaces_and_non_ascii_in_keys_and_labels(s3, bucket: str) -> None:
     keys = ["fruit/Pomme d'été/vue n°1 +%.JPEG", "fruit/Apple Braeburn/a b.png", "fruit/Kiwi/z.jpg"]
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
@@ -69,12 +69,12 @@ def test_listing_keeps_spaces_and_non_ascii_in_keys_and_labels(s3, bucket: str) 
     assert {ref.label for ref in listing.images} == {"Pomme d'été", "Apple Braeburn", "Kiwi"}
 
 
-def test_listing_a_missing_bucket_names_the_uri_and_cause(s3) -> None:  # type: ignore[no-untyped-def]
+def test_listing_a_missing_bucket_names_the_uri_and_cause(s3) -> None:
     with pytest.raises(InputError, match=r"cannot list s3://no-such-bucket-here/x/: NoSuchBucket"):
         list_images(s3, S3Uri.parse("s3://no-such-bucket-here/x/"), EXTENSIONS)
 
 
-def test_output_folder_that_already_holds_objects_is_refused(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_output_folder_that_already_holds_objects_is_refused(s3, bucket: str) -> None:
     run = S3Uri.parse(f"s3://{bucket}/out/run-1")
     check_output_writable(s3, run)  # empty: fine
     s3.put_object(Bucket=bucket, Key="out/run-1/features/part-00000.csv", Body=b"stale")
