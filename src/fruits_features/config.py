@@ -22,6 +22,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from fruits_features.errors import ConfigError
@@ -64,14 +65,23 @@ class InputConfig(_Section):
 
 
 class OutputConfig(_Section):
-    """Where results go: ``<uri>/<run id>/``."""
+    """Where results go: ``<uri>/<run id>/``, and how they are encrypted at rest."""
 
     uri: str = Field(description="s3://bucket/prefix/ under which each run writes its own folder.")
+    # "none" leaves it to the bucket's default encryption (SSE-S3 on every bucket since 2023).
+    sse: Literal["none", "AES256", "aws:kms"] = "none"
+    kms_key_id: str | None = None
 
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str) -> str:
         return _s3_uri(value)
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> OutputConfig:
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError(f"output.kms_key_id needs output.sse 'aws:kms', not {self.sse!r}")
+        return self
 
 
 class ModelConfig(_Section):
@@ -130,6 +140,9 @@ class S3Config(_Section):
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] = 10
     max_pool_connections: Annotated[StrictInt, Field(ge=1, le=1000)] = 16
+    # Sent as ExpectedBucketOwner with every request: S3 refuses when the bucket belongs to
+    # another account (a deleted and re-created bucket name, a typo).
+    expected_bucket_owner: Annotated[str, Field(pattern=r"^[0-9]{12}$")] | None = None
     # Objects fetched at once by each task: S3 latency, not bandwidth, bounds small images.
     fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = 8
 
@@ -143,6 +156,9 @@ class JobConfig(_Section):
     pca: PcaConfig = Field(default_factory=PcaConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     s3: S3Config = Field(default_factory=S3Config)
+    # A run whose rejected images exceed this fraction of the listed images fails (exit 5, no
+    # _SUCCESS); below it, rejects are logged as a warning and listed in rejected.csv.
+    max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-ready data (for the manifest)."""

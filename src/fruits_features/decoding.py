@@ -21,8 +21,9 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     """Decode image bytes to a ``(size, size, 3)`` uint8 RGB array.
 
     The image is opened with Pillow, turned upright from its EXIF orientation, converted to
-    RGB (transparent areas composited onto white, the Fruits 360 background) and resized with
-    bilinear interpolation.
+    RGB (transparent areas composited onto white, the Fruits 360 background; 16-bit and CMYK
+    images scaled and converted) and resized with bilinear interpolation. Animated images are
+    refused: which frame would be "the photo" is a guess.
 
     Args:
         data: the encoded file (JPEG, PNG, ...).
@@ -48,6 +49,11 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
                         f"image is {width}x{height} pixels, over the limit of {max_pixels} "
                         "(model.max_image_pixels)"
                     )
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise ImageDecodeError(
+                        f"animated {image.format or 'image'} ({frames} frames), not a still photo"
+                    )
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 rgb = _to_rgb(upright)
@@ -58,7 +64,7 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"refused as a decompression bomb: {exc}") from exc
+        raise ImageDecodeError(f"too many pixels, refused as a possible decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError (and a few codecs as
         # SyntaxError/ValueError).
@@ -68,6 +74,10 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # 16-bit grayscale: Pillow's own conversion clips at 255, so scale 0..65535 to 0..255.
+        wide = np.asarray(image, dtype=np.float32) / 257.0
+        return Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

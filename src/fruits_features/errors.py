@@ -37,3 +37,9 @@ class PipelineError(FruitsFeaturesError):
     """A stage failed in a way that leaves no trustworthy result (exit code 1)."""
 
     exit_code = 1
+
+
+class TooManyRejectsError(FruitsFeaturesError):
+    """More images were rejected than ``max_rejected_fraction`` allows (exit code 5)."""
+
+    exit_code = 5

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
@@ -67,7 +68,9 @@ def fetch_batches(
     def fetch(path: str) -> tuple[bytes | None, str | None]:
         try:
             return read_object(client, S3Uri.parse(path)), None
-        except (ClientError, BotoCoreError) as exc:
+        # Raised only once boto3's retries are spent: the object is recorded as rejected with
+        # the cause, and max_rejected_fraction decides whether the run may still succeed.
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
             return None, f"could not read the object: {describe_error(exc)}"
 
     with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -92,6 +92,18 @@ def rejected_bytes(rejected: Sequence[tuple[str, str]]) -> bytes:
     return to_csv_bytes(pd.DataFrame(list(rejected), columns=["path", "reason"]))
 
 
+def write_report(
+    client: S3Client,
+    run_uri: S3Uri,
+    rejected: Sequence[tuple[str, str]],
+    manifest: dict[str, Any],
+) -> None:
+    """Write ``rejected.csv`` and ``manifest.json`` (also for a run that failed)."""
+    write_object(client, run_uri.join(REJECTED_FILE), rejected_bytes(rejected), CSV_TYPE)
+    body = json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8")
+    write_object(client, run_uri.join(MANIFEST_FILE), body, "application/json")
+
+
 def finish_run(
     client: S3Client,
     run_uri: S3Uri,
@@ -103,8 +115,6 @@ def finish_run(
     If any write fails, the exception propagates before ``_SUCCESS`` exists, so the run is
     visibly incomplete.
     """
-    write_object(client, run_uri.join(REJECTED_FILE), rejected_bytes(rejected), CSV_TYPE)
-    body = json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8")
-    write_object(client, run_uri.join(MANIFEST_FILE), body, "application/json")
+    write_report(client, run_uri, rejected, manifest)
     write_object(client, run_uri.join(SUCCESS_FILE), b"", "application/octet-stream")
     log.info("wrote %s, %s and %s under %s", REJECTED_FILE, MANIFEST_FILE, SUCCESS_FILE, run_uri)

@@ -8,6 +8,7 @@ profile, or a local S3-compatible server. Hadoop's S3A connector is never needed
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -65,11 +67,25 @@ class S3Uri:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """boto3 client settings that travel from the driver to the executors (no secrets)."""
+    """boto3 client settings that travel from the driver to the executors (no secrets).
+
+    Attributes:
+        retry_mode: boto3's retry mode; ``standard`` and ``adaptive`` retry throttling
+            (503 SlowDown), 5xx errors and dropped connections with exponential backoff.
+        max_attempts: attempts per request, the first included.
+        max_pool_connections: connections each client keeps open.
+        expected_bucket_owner: account id sent as ``ExpectedBucketOwner`` with every request.
+        sse: server-side encryption for every object written: ``none`` (the bucket's
+            default), ``AES256`` (SSE-S3) or ``aws:kms`` (SSE-KMS).
+        sse_kms_key_id: the KMS key for ``aws:kms``; ``None`` means the AWS managed key.
+    """
 
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: int = 10
     max_pool_connections: int = 16
+    expected_bucket_owner: str | None = None
+    sse: Literal["none", "AES256", "aws:kms"] = "none"
+    sse_kms_key_id: str | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -77,12 +93,37 @@ def s3_client(settings: S3Settings = S3Settings()) -> S3Client:
     """A boto3 S3 client, one per process and settings, reused across tasks.
 
     A fresh ``Session`` per client because sessions are not thread-safe, while clients are.
+    The bucket-owner check and encryption are added to requests by event handlers, so that
+    every call made with the client carries them, boto3's managed transfers included.
     """
     config = Config(
         retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_pool_connections,
     )
-    return boto3.session.Session().client("s3", config=config)
+    client = boto3.session.Session().client("s3", config=config)
+    if settings.expected_bucket_owner:
+        client.meta.events.register(
+            "before-parameter-build.s3", functools.partial(_add_owner, settings.expected_bucket_owner)
+        )
+    if settings.sse != "none":
+        encryption: dict[str, str] = {"ServerSideEncryption": settings.sse}
+        if settings.sse_kms_key_id:
+            encryption["SSEKMSKeyId"] = settings.sse_kms_key_id
+        for operation in ("PutObject", "CreateMultipartUpload", "CopyObject"):
+            client.meta.events.register(
+                f"before-parameter-build.s3.{operation}", functools.partial(_add_params, encryption)
+            )
+    return client
+
+
+def _add_owner(owner: str, params: dict[str, Any], model: Any, **_: Any) -> None:
+    if "ExpectedBucketOwner" in model.input_shape.members:
+        params.setdefault("ExpectedBucketOwner", owner)
+
+
+def _add_params(extra: dict[str, str], params: dict[str, Any], **_: Any) -> None:
+    for key, value in extra.items():
+        params.setdefault(key, value)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -172,10 +213,18 @@ def list_images(client: S3Client, uri: S3Uri, extensions: tuple[str, ...]) -> Li
     return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
 
 
+# boto3's managed download: besides the client's own retries (throttling, 5xx, failed
+# connections), it retries a connection lost while the body is streaming, which a bare
+# get_object().read() would surface as an error. No threads: the objects are small and the
+# caller already reads several at once.
+_DOWNLOAD = TransferConfig(use_threads=False, num_download_attempts=5)
+
+
 def read_object(client: S3Client, uri: S3Uri) -> bytes:
     """The bytes of one object."""
-    response = client.get_object(Bucket=uri.bucket, Key=uri.key)
-    return response["Body"].read()
+    buffer = io.BytesIO()
+    client.download_fileobj(uri.bucket, uri.key, buffer, Config=_DOWNLOAD)
+    return buffer.getvalue()
 
 
 def write_object(client: S3Client, uri: S3Uri, body: bytes, content_type: str) -> None:
