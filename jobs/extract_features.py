@@ -5,7 +5,8 @@
         [--set section.key=value ...]
 
 Exit codes: 0 done; 1 the run failed; 2 bad configuration or arguments; 3 the input or the
-model weights cannot be had; 4 the output cannot be written or the run id is already used.
+model weights cannot be had; 4 the output cannot be written or the run id is already used;
+5 more images were rejected than max_rejected_fraction allows.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -80,3 +81,44 @@ def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:
     for name in classes:
         uploaded += upload_tree(client, SAMPLE_DIR, S3Uri(bucket, prefix), pattern=f"{name}/*")
     return uploaded
+
+
+SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+
+
+def spark_submit_command(*args: str, master: str = "local[2]") -> list[str]:
+    """``spark-submit`` of the job, as users and EMR run it, with ``conf/local.yaml``."""
+    return [
+        str(SPARK_SUBMIT),
+        "--master",
+        master,
+        str(ROOT / "jobs" / "extract_features.py"),
+        "--config",
+        str(ROOT / "conf" / "local.yaml"),
+        *args,
+    ]
+
+
+def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (with the local S3 endpoint) for a spark-submit child."""
+    return {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        **(extra or {}),
+    }
+
+
+def spark_submit(
+    *args: str, env: dict[str, str] | None = None, master: str = "local[2]"
+) -> subprocess.CompletedProcess[str]:
+    """Run the job to completion; its log (spark-submit merges the driver's stderr) is in ``stdout``."""
+    return subprocess.run(
+        spark_submit_command(*args, master=master),
+        env=job_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+    )

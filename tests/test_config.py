@@ -108,3 +108,10 @@ def test_config_is_frozen() -> None:
     config = build_config(MINIMAL)
     with pytest.raises(ValueError, match="frozen"):
         config.pca.k = 3
+
+
+def test_account_id_given_as_a_number_is_kept_as_twelve_digits() -> None:
+    config = build_config(apply_overrides(MINIMAL, ["s3.expected_bucket_owner=012345678901"]))
+    assert config.s3.expected_bucket_owner == "012345678901"
+    config = build_config(apply_overrides(MINIMAL, ["s3.expected_bucket_owner=123456789012"]))
+    assert config.s3.expected_bucket_owner == "123456789012"

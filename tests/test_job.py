@@ -3,49 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, sample_classes, upload_sample
-from fruits_features.local_s3 import download_tree
+from conftest import sample_classes, spark_submit, upload_sample
+from fault_proxy import FaultPlan, FaultProxy
+from fruits_features.local_s3 import download_tree, free_port
 from fruits_features.storage import S3Uri
 
 pytestmark = pytest.mark.integration
 
-SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
-
 
 def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [
-        str(SPARK_SUBMIT),
-        "--master",
-        "local[2]",
-        str(ROOT / "jobs" / "extract_features.py"),
-        "--config",
-        str(ROOT / "conf" / "local.yaml"),
-        *args,
-    ]
-    full_env = {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        **(env or {}),
-    }
-    # spark-submit forwards the Python driver's stderr to its stdout: read both as one stream.
-    return subprocess.run(
-        command,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return spark_submit(*args, env=env)
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -128,26 +101,32 @@ def test_unreachable_imagenet_download_stops_early_naming_the_setting(
 
 
 @pytest.mark.parametrize(
-    ("input_uri", "message"),
+    ("case", "message"),
     [
-        (
-            "s3://no-such-bucket-anywhere/images/",
-            "cannot list s3://no-such-bucket-anywhere/images/: NoSuchBucket",
-        ),
-        ("EMPTY", "no images (.jpg, .jpeg, .png) in class folders under"),
+        ("missing bucket", "cannot list s3://no-such-bucket-anywhere/images/: NoSuchBucket"),
+        ("empty prefix", "no images (.jpg, .jpeg, .png) in class folders under s3://{bucket}/images/"),
+        ("access denied", "cannot list s3://{bucket}/images/: AccessDenied: Access Denied"),
+        ("bad endpoint", "cannot list s3://{bucket}/images/: EndpointConnectionError: Could not connect"),
     ],
 )
-def test_unusable_input_exits_3_naming_the_uri(
-    s3, bucket: str, weights: str, input_uri: str, message: str
+def test_unusable_input_exits_3_naming_the_uri_before_any_work(
+    s3, s3_endpoint: str, bucket: str, weights: str, case: str, message: str
 ) -> None:
-    if input_uri == "EMPTY":
+    input_uri = f"s3://{bucket}/images/"
+    env: dict[str, str] = {}
+    if case == "missing bucket":
+        input_uri = "s3://no-such-bucket-anywhere/images/"
+    elif case == "empty prefix":
         s3.put_object(Bucket=bucket, Key="images/notes.txt", Body=b"nothing to see")
-        input_uri = f"s3://{bucket}/images/"
+    elif case == "bad endpoint":
+        env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{free_port()}"
+    args = ("--input", input_uri, "--output", f"s3://{bucket}/out/", "--set", f"model.weights={weights}")
 
-    result = submit(
-        "--input", input_uri, "--output", f"s3://{bucket}/out/", "--set", f"model.weights={weights}"
-    )
+    with FaultProxy(s3_endpoint, FaultPlan(deny=(bucket,) if case == "access denied" else ())) as proxy:
+        env.setdefault("AWS_ENDPOINT_URL_S3", proxy)
+        result = submit(*args, "--set", "s3.max_attempts=2", env=env)
 
     assert result.returncode == 3
     (error,) = error_lines(result)
-    assert message in error
+    assert message.format(bucket=bucket) in error
+    assert "embedded" not in result.stdout  # stopped before Spark's work

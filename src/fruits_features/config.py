@@ -143,6 +143,13 @@ class S3Config(_Section):
     # Sent as ExpectedBucketOwner with every request: S3 refuses when the bucket belongs to
     # another account (a deleted and re-created bucket name, a typo).
     expected_bucket_owner: Annotated[str, Field(pattern=r"^[0-9]{12}$")] | None = None
+
+    @field_validator("expected_bucket_owner", mode="before")
+    @classmethod
+    def _account_id_as_text(cls, value: Any) -> Any:
+        # An account id written without quotes (YAML, --set) arrives as a number.
+        return f"{value:012d}" if isinstance(value, int) and not isinstance(value, bool) else value
+
     # Objects fetched at once by each task: S3 latency, not bandwidth, bounds small images.
     fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = 8
 

@@ -1,0 +1,192 @@
+"""S3 faults, a killed Python worker, and secrets: the job still produces the fault-free output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from conftest import job_env, sample_classes, spark_submit, spark_submit_command, upload_sample
+from fault_proxy import FaultPlan, FaultProxy
+from fruits_features import pipeline
+from fruits_features.config import build_config
+from fruits_features.local_s3 import download_tree
+from fruits_features.storage import S3Uri
+
+pytestmark = pytest.mark.integration
+
+ACCESS_KEY = "AKIAFRUITSTESTKEY042"
+SECRET_KEY = "fruitsSecretValue/DoNotLog+0123456789abcdef"
+OWNER = "123456789012"
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+PARTITIONS = 3
+
+
+def features_of(s3, bucket: str, run_id: str, local: Path) -> pd.DataFrame:
+    download_tree(s3, S3Uri(bucket, f"out/{run_id}/"), local)
+    assert (local / "_SUCCESS").exists()
+    parts = sorted((local / "features").glob("part-*.csv"))
+    frame = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts])
+    return frame.sort_values("path").reset_index(drop=True)
+
+
+def clean_run(spark, s3, bucket: str, weights: str, image_size: int, tmp_path: Path) -> pd.DataFrame:
+    config = build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/out/"},
+            "model": {"weights": weights, "image_size": image_size},
+            "pca": {"k": 3},
+            "spark": {"partitions": PARTITIONS},
+        }
+    )
+    pipeline.run(spark, config, "clean")
+    return features_of(s3, bucket, "clean", tmp_path / "clean")
+
+
+def job_args(bucket: str, weights: str, run_id: str, image_size: int) -> list[str]:
+    return [
+        *("--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", run_id),
+        *("--set", f"model.weights={weights}", "--set", f"model.image_size={image_size}"),
+        *("--set", "pca.k=3", "--set", f"spark.partitions={PARTITIONS}"),
+    ]
+
+
+def assert_same_output(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert got["path"].tolist() == expected["path"].tolist()
+    assert got["label"].tolist() == expected["label"].tolist()
+    np.testing.assert_allclose(
+        got.filter(like="pc_").to_numpy(), expected.filter(like="pc_").to_numpy(), rtol=1e-9, atol=1e-9
+    )
+
+
+@pytest.fixture(scope="module")
+def faulty_run(
+    spark, s3, s3_endpoint: str, weights: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    bucket = "faults-s3"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(8))
+    local = tmp_path_factory.mktemp("faults")
+    expected = clean_run(spark, s3, bucket, weights, 64, local)
+    plan = FaultPlan(fraction=0.25)
+    with FaultProxy(s3_endpoint, plan) as proxy:
+        result = spark_submit(
+            *job_args(bucket, weights, "faulty", 64),
+            *("--set", "output.sse=aws:kms", "--set", f"output.kms_key_id={KMS_KEY}"),
+            *("--set", f"s3.expected_bucket_owner={OWNER}", "--set", "s3.retry_mode=standard"),
+            env={
+                "AWS_ENDPOINT_URL_S3": proxy,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            },
+        )
+    return {"bucket": bucket, "local": local, "expected": expected, "plan": plan, "result": result}
+
+
+def test_throttling_and_dropped_connections_give_the_fault_free_output(
+    faulty_run: dict[str, Any], s3
+) -> None:
+    result, plan = faulty_run["result"], faulty_run["plan"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    # Faults hit reads and writes, of every kind.
+    assert plan.faults["GET slowdown"] > 0
+    assert plan.faults["GET drop"] > 0
+    assert plan.faults["GET truncate"] > 0
+    assert plan.faults["PUT slowdown"] + plan.faults["PUT drop"] > 0
+    got = features_of(s3, faulty_run["bucket"], "faulty", faulty_run["local"] / "faulty")
+    assert_same_output(got, faulty_run["expected"])
+    assert pd.read_csv(faulty_run["local"] / "faulty" / "rejected.csv").empty
+
+
+def test_every_request_names_the_expected_bucket_owner(faulty_run: dict[str, Any]) -> None:
+    requests = faulty_run["plan"].requests
+    assert len(requests) > 50
+    missing = [
+        f"{r.method} {r.path}" for r in requests if r.headers.get("x-amz-expected-bucket-owner") != OWNER
+    ]
+    assert missing == []
+
+
+def test_outputs_are_written_with_the_configured_kms_key(faulty_run: dict[str, Any], s3) -> None:
+    puts = [r for r in faulty_run["plan"].requests if r.method == "PUT"]
+    assert puts
+    for request in puts:
+        assert request.headers.get("x-amz-server-side-encryption") == "aws:kms"
+        assert request.headers.get("x-amz-server-side-encryption-aws-kms-key-id") == KMS_KEY
+    head = s3.head_object(Bucket=faulty_run["bucket"], Key="out/faulty/manifest.json")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == KMS_KEY
+
+
+def test_no_credentials_or_signatures_in_logs_or_manifest(faulty_run: dict[str, Any]) -> None:
+    texts = {
+        "log": faulty_run["result"].stdout,
+        "manifest": (faulty_run["local"] / "faulty" / "manifest.json").read_text(),
+    }
+    for name, text in texts.items():
+        for secret in (ACCESS_KEY, SECRET_KEY, "X-Amz-Signature", "X-Amz-Credential", "Signature="):
+            assert secret not in text, f"{secret!r} found in the {name}"
+    manifest = json.loads(texts["manifest"])
+    assert manifest["config"]["s3"]["expected_bucket_owner"] == OWNER  # config is there, secrets are not
+
+
+def kill_one_busy_worker(parent: subprocess.Popen[str], killed: list[int], deadline: float) -> None:
+    """SIGKILL the first Python worker of ``parent`` that has loaded TensorFlow (so it is mid-task)."""
+    while time.monotonic() < deadline and parent.poll() is None:
+        try:
+            children = psutil.Process(parent.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for child in children:
+            try:
+                is_worker = "pyspark.daemon" in " ".join(child.cmdline())
+                # The daemon forks the workers; TensorFlow is imported only inside the UDF, so
+                # a worker this large is running an embed task.
+                if is_worker and child.parent().pid != parent.pid and child.memory_info().rss > 450 * 2**20:
+                    child.kill()
+                    killed.append(child.pid)
+                    return
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        time.sleep(0.05)
+
+
+def test_a_python_worker_killed_mid_embed_is_retried_and_the_output_is_unchanged(
+    spark, s3, weights: str, tmp_path: Path
+) -> None:
+    bucket = "faults-kill"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(30))  # 60 images at 224px: seconds per task
+    expected = clean_run(spark, s3, bucket, weights, 224, tmp_path)
+
+    killed: list[int] = []
+    # local[2,4]: two cores, and a failed task is tried up to four times, as on a cluster.
+    with subprocess.Popen(
+        spark_submit_command(*job_args(bucket, weights, "killed", 224), master="local[2,4]"),
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as job:
+        killer = threading.Thread(target=kill_one_busy_worker, args=(job, killed, time.monotonic() + 300))
+        killer.start()
+        log, _ = job.communicate(timeout=600)
+        killer.join()
+
+    assert killed, "no Python worker was caught mid-task"
+    assert job.returncode == 0, log[-3000:]
+    assert "Python worker exited unexpectedly" in log or "Lost task" in log
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="out/killed/manifest.json")["Body"].read())
+    assert manifest["counts"]["model_images"] == manifest["counts"]["featurized"] == 60
+    assert_same_output(features_of(s3, bucket, "killed", tmp_path / "killed"), expected)
+    assert os.getpid() not in killed
