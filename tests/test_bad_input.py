@@ -13,7 +13,7 @@ from bad_corpus import NOT_IMAGES, bad_corpus, decompression_bomb_png
 from conftest import sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config import JobConfig, build_config
-from fruits_features.errors import TooManyRejectsError
+from fruits_features.errors import OutputError, TooManyRejectsError
 from fruits_features.local_s3 import download_tree
 from fruits_features.storage import S3Uri
 
@@ -88,6 +88,8 @@ def test_rejects_over_the_limit_fail_the_run_without_success_marker(
     assert "_SUCCESS" not in failed["files"]
     assert len(failed["rejected"]) == 2
     assert failed["features"] is None
+    with pytest.raises(OutputError, match="already holds objects"):
+        pipeline.run(spark, config_for(bucket, weights, 0.2), "strict")  # a rerun never mixes with it
 
     with caplog.at_level("WARNING"):
         pipeline.run(spark, config_for(bucket, weights, 0.5), "lenient")

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from fruits_features.errors import InputError, OutputError
-from fruits_features.storage import S3Uri, check_output_writable, label_for_key, list_images
+from fruits_features.storage import (
+    S3Settings,
+    S3Uri,
+    check_output_writable,
+    label_for_key,
+    list_images,
+    s3_client,
+    write_object,
+)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -81,3 +89,37 @@ def test_output_folder_that_already_holds_objects_is_refused(s3, bucket: str) ->
     with pytest.raises(OutputError, match="already holds objects"):
         check_output_writable(s3, run)
     check_output_writable(s3, S3Uri.parse(f"s3://{bucket}/out/run-10"))  # a sibling prefix is not a clash
+
+
+@pytest.mark.parametrize(("sse", "key_id"), [("AES256", None), ("aws:kms", "alias/fruits-features")])
+def test_objects_are_written_with_the_configured_encryption(
+    s3, bucket: str, sse: str, key_id: str | None
+) -> None:
+    client = s3_client(S3Settings(sse=sse, sse_kms_key_id=key_id))
+    write_object(client, S3Uri(bucket, "out/x.csv"), b"a,b\n", "text/csv")
+    head = s3.head_object(Bucket=bucket, Key="out/x.csv")
+    assert head["ServerSideEncryption"] == sse
+    assert head.get("SSEKMSKeyId") == key_id
+
+
+def test_expected_bucket_owner_is_added_only_where_s3_accepts_it() -> None:
+    client = s3_client(S3Settings(expected_bucket_owner="123456789012"))
+    sent: dict[str, dict[str, object]] = {}
+
+    def capture(params: dict[str, object], model, **_: object) -> None:
+        sent[model.name] = dict(params)
+        raise RuntimeError("stop before sending")
+
+    client.meta.events.register_last("before-parameter-build.s3", capture)
+    for call in (
+        lambda: client.list_objects_v2(Bucket="b", Prefix="p/"),
+        lambda: client.get_object(Bucket="b", Key="k"),
+        lambda: client.put_object(Bucket="b", Key="k", Body=b""),
+        client.list_buckets,
+    ):
+        with pytest.raises(RuntimeError, match="stop before sending"):
+            call()
+    assert sent["ListObjectsV2"]["ExpectedBucketOwner"] == "123456789012"
+    assert sent["GetObject"]["ExpectedBucketOwner"] == "123456789012"
+    assert sent["PutObject"]["ExpectedBucketOwner"] == "123456789012"
+    assert "ExpectedBucketOwner" not in sent["ListBuckets"]
