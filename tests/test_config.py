@@ -115,3 +115,9 @@ def test_account_id_given_as_a_number_is_kept_as_twelve_digits() -> None:
     assert config.s3.expected_bucket_owner == "012345678901"
     config = build_config(apply_overrides(MINIMAL, ["s3.expected_bucket_owner=123456789012"]))
     assert config.s3.expected_bucket_owner == "123456789012"
+
+
+def test_one_spark_setting_can_be_set_without_replacing_the_others() -> None:
+    data = {**MINIMAL, "spark": {"conf": {"spark.python.worker.reuse": "true"}}}
+    config = build_config(apply_overrides(data, ["spark.conf.spark.task.cpus=2"]))
+    assert config.spark.conf == {"spark.python.worker.reuse": "true", "spark.task.cpus": "2"}

@@ -199,7 +199,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = raw
     if value is None or isinstance(value, dict):
         value = raw  # "a: b" in a path is text, not a mapping
-    return key.strip().split("."), value
+    path = key.strip().split(".")
+    if path[:2] == ["spark", "conf"] and len(path) > 2:
+        # Spark's own keys contain dots: spark.conf.spark.task.cpus=2 sets "spark.task.cpus".
+        path = ["spark", "conf", ".".join(path[2:])]
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
