@@ -100,7 +100,9 @@ def logging_loader(spec: EmbedSpec) -> BatchRecorder:
     return BatchRecorder()
 
 
-def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_path: Path) -> None:
+def test_udf_reads_s3_and_builds_the_model_once_per_python_worker_across_tasks(
+    spark, s3, bucket: str, tmp_path: Path
+) -> None:
     from pyspark import cloudpickle
     from pyspark.sql import functions as F
 
@@ -108,15 +110,24 @@ def test_udf_builds_the_model_once_per_python_worker_across_tasks(spark, tmp_pat
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     build_log = tmp_path / "builds.log"
     spec = EmbedSpec(str(build_log), 32, 4, 1, 10**7)
-    rows = [(str(p), p.read_bytes()) for p in sorted(SAMPLE.glob("*/*.jpg"))[:40]]
-    frame = spark.createDataFrame(rows, "path string, content binary").repartition(8)
+    paths = []
+    for p in sorted(SAMPLE.glob("*/*.jpg"))[:40]:
+        s3.upload_file(str(p), bucket, f"images/{p.parent.name}/{p.name}")
+        paths.append(f"s3://{bucket}/images/{p.parent.name}/{p.name}")
+    paths.append(f"s3://{bucket}/images/Kiwi/deleted.jpg")
+    frame = spark.createDataFrame([(p,) for p in paths], "path string").repartition(8)
 
-    out = frame.select(
-        "path", embed_column(F.col("content"), spec, loader=logging_loader).alias("e")
-    ).collect()
+    out = {
+        row["path"]: row["e"]
+        for row in frame.select(
+            "path", embed_column(F.col("path"), spec, loader=logging_loader).alias("e")
+        ).collect()
+    }
 
-    assert len(out) == 40
-    assert all(row["e"]["features"] is not None for row in out)
+    assert len(out) == 41
+    assert all(out[p]["features"] is not None and out[p]["error"] is None for p in paths[:40])
+    assert out[paths[40]]["features"] is None
+    assert out[paths[40]]["error"].startswith("could not read the object: 404")
     builders = build_log.read_text().split()
     assert len(builders) == len(set(builders))  # no worker built it twice
     assert 1 <= len(builders) <= 2  # local[2]: at most two Python workers for eight tasks

@@ -16,9 +16,9 @@ from fruits_features import pipeline
 from fruits_features.config import build_config
 from fruits_features.embedding import EmbedCounters
 from fruits_features.errors import OutputError
-from fruits_features.loading import keys_frame, load_images
+from fruits_features.loading import keys_frame
 from fruits_features.local_s3 import download_tree
-from fruits_features.storage import S3Settings, S3Uri, list_images
+from fruits_features.storage import S3Uri, list_images
 
 pytestmark = pytest.mark.integration
 
@@ -158,10 +158,8 @@ def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:
     config = job_config(bucket, weights, model={"batch_size": 4})
     listing = list_images(s3, S3Uri.parse(config.input.uri), config.input.extensions)
     keys = keys_frame(spark, listing.images, 2)
-    loaded = load_images(keys, S3Settings(), threads=4)
-    embedded = pipeline.embed_images(
-        loaded, pipeline.embed_spec(config), EmbedCounters.create(spark.sparkContext)
-    )
+    counters = EmbedCounters.create(spark.sparkContext)
+    embedded = pipeline.embed_images(keys, pipeline.embed_spec(config), counters, fetch_threads=4)
 
     rows = embedded.orderBy("path").collect()
 

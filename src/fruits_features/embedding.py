@@ -234,31 +234,41 @@ def embed_series(
 
 
 def embed_column(
-    content: Column,
+    paths: Column,
     spec: EmbedSpec,
     counters: EmbedCounters | None = None,
     loader: ModelLoader = build_model_fn,
+    fetch_threads: int = 8,
 ) -> Column:
-    """A struct column ``<features: array<float>, error: string>`` computed from ``content``.
+    """A struct column ``<features: array<float>, error: string>`` computed from ``paths``.
 
-    The UDF is marked non-deterministic so that Spark's optimizer never duplicates it into
-    two projections: ResNet50 must run once per image.
+    One Iterator pandas UDF reads the images from S3 (``fetch_threads`` at a time, one Arrow
+    batch ahead), decodes them and runs the model: one Python worker per task holds the model,
+    and the image bytes never cross into the JVM. The UDF is marked non-deterministic so that
+    Spark's optimizer never duplicates it into two projections: ResNet50 must run once per image.
 
     Args:
-        content: the binary column of encoded images.
+        paths: the ``s3://bucket/key`` column of the images.
         spec: the model settings.
         counters: accumulators the executors add their counts and timings to.
         loader: builds the model on the executor (tests pass fakes; the job uses ResNet50).
+        fetch_threads: objects each task reads at once.
     """
     from pyspark.sql.pandas.functions import pandas_udf
 
-    def embed(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    from fruits_features.loading import prefetched
+
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         model_fn = cached_model_fn(spec, loader)
-        for series in contents:
-            yield embed_series(series, spec, model_fn, counters)
+        for contents, fetch_errors in prefetched(batches, spec.s3, fetch_threads):
+            frame = embed_series(pd.Series(contents, dtype=object), spec, model_fn, counters)
+            frame["error"] = [
+                fetched or decoded for fetched, decoded in zip(fetch_errors, frame["error"], strict=True)
+            ]
+            yield frame
 
     udf = pandas_udf(embed, "features array<float>, error string")  # type: ignore[call-overload]
-    return udf.asNondeterministic()(content)  # type: ignore[no-any-return]
+    return udf.asNondeterministic()(paths)  # type: ignore[no-any-return]
 
 
 def check_weights(weights: str, s3: S3Settings) -> None:

@@ -1,7 +1,9 @@
-"""Listed keys to a DataFrame of image bytes, fetched on the executors.
+"""Listed keys to a DataFrame, and the executor-side reads of the images' bytes.
 
 The driver only ever holds the keys; every byte of every image is read by an executor's own
-boto3 client (one per Python worker, reused), several objects at a time.
+boto3 client (one per Python worker, reused), several objects at a time, inside the same Python
+worker that embeds them (see :func:`fruits_features.embedding.embed_column`), so the bytes
+never cross into the JVM either.
 """
 
 from __future__ import annotations
@@ -9,23 +11,24 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import BinaryType, StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits_features.storage import ImageRef, S3Settings, S3Uri, describe_error, read_object, s3_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
 KEYS_SCHEMA = StructType(
     [StructField("path", StringType(), False), StructField("label", StringType(), False)]
-)
-LOADED_SCHEMA = StructType(
-    [*KEYS_SCHEMA.fields, StructField("content", BinaryType()), StructField("error", StringType())]
 )
 
 
@@ -55,33 +58,42 @@ def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> 
     return spark.createDataFrame(rdd, KEYS_SCHEMA)
 
 
-def fetch_batches(
-    frames: Iterable[pd.DataFrame], settings: S3Settings, threads: int
-) -> Iterator[pd.DataFrame]:
-    """Add ``content`` (the object's bytes) and ``error`` to each batch of ``path, label`` rows.
+def fetch_object(client: S3Client, path: str) -> tuple[bytes | None, str | None]:
+    """The bytes of the object at ``path``, or ``None`` and the reason it could not be read.
 
-    An object that cannot be read after boto3's retries gets ``content=None`` and the reason
-    in ``error``; it never fails the task.
+    Errors surface here only once boto3's retries are spent: the object is then recorded as
+    rejected with the cause, and ``max_rejected_fraction`` decides whether the run succeeds.
+    """
+    try:
+        return read_object(client, S3Uri.parse(path)), None
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        return None, f"could not read the object: {describe_error(exc)}"
+
+
+Fetched = tuple[list[bytes | None], list[str | None]]
+
+
+def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int) -> Iterator[Fetched]:
+    """The objects of each batch of paths, read ``threads`` at a time, one batch ahead.
+
+    While the caller works on batch *k* (decoding, inference), the reads of batch *k+1* are
+    already in flight, so S3 latency hides behind the model instead of adding to it.
+
+    Yields:
+        Per batch, in order: the bytes (``None`` where unreadable) and the reasons.
     """
     client = s3_client(settings)
-
-    def fetch(path: str) -> tuple[bytes | None, str | None]:
-        try:
-            return read_object(client, S3Uri.parse(path)), None
-        # Raised only once boto3's retries are spent: the object is recorded as rejected with
-        # the cause, and max_rejected_fraction decides whether the run may still succeed.
-        except (ClientError, BotoCoreError, Boto3Error) as exc:
-            return None, f"could not read the object: {describe_error(exc)}"
-
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for frame in frames:
-            results = list(pool.map(fetch, frame["path"]))
-            yield frame.assign(
-                content=pd.Series([content for content, _ in results], index=frame.index, dtype=object),
-                error=pd.Series([error for _, error in results], index=frame.index, dtype=object),
-            )
+        pending: list[Future[tuple[bytes | None, str | None]]] | None = None
+        for paths in batches:
+            scheduled = [pool.submit(fetch_object, client, path) for path in paths]
+            if pending is not None:
+                yield _collect(pending)
+            pending = scheduled
+        if pending is not None:
+            yield _collect(pending)
 
 
-def load_images(keys: DataFrame, settings: S3Settings, threads: int) -> DataFrame:
-    """Stage: ``path, label`` -> ``path, label, content, error``, reading S3 on the executors."""
-    return keys.mapInPandas(lambda frames: fetch_batches(frames, settings, threads), schema=LOADED_SCHEMA)
+def _collect(futures: list[Future[tuple[bytes | None, str | None]]]) -> Fetched:
+    results = [future.result() for future in futures]
+    return [content for content, _ in results], [error for _, error in results]

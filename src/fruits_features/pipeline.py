@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from fruits_features.config import JobConfig
 from fruits_features.embedding import EmbedCounters, EmbedSpec, check_weights, embed_column
 from fruits_features.errors import FruitsFeaturesError, InputError, PipelineError, TooManyRejectsError
-from fruits_features.loading import keys_frame, load_images, partition_count
+from fruits_features.loading import keys_frame, partition_count
 from fruits_features.manifest import StageTimer, library_versions, utc_now
 from fruits_features.output import finish_run, write_features, write_report
 from fruits_features.reduction import fit_reduction, reduce_features
@@ -65,19 +65,21 @@ def embed_spec(config: JobConfig) -> EmbedSpec:
     )
 
 
-def embed_images(loaded: DataFrame, spec: EmbedSpec, counters: EmbedCounters) -> DataFrame:
-    """Stage: ``path, label, content, error`` -> ``path, label, features, error``.
+def embed_images(keys: DataFrame, spec: EmbedSpec, counters: EmbedCounters, fetch_threads: int) -> DataFrame:
+    """Stage: ``path, label`` -> ``path, label, features, error``, reading S3 on the executors.
 
-    ``features`` is null exactly where ``error`` says why; the image bytes are dropped.
+    ``features`` is null exactly where ``error`` says why.
     """
-    embedded = loaded.withColumn("_embedding", embed_column(F.col("content"), spec, counters))
+    embedded = keys.withColumn(
+        "_embedding", embed_column(F.col("path"), spec, counters, fetch_threads=fetch_threads)
+    )
     return embedded.select(
         "path",
         "label",
         F.col("_embedding.features").alias("features"),
         F.when(
             F.col("_embedding.features").isNull(),
-            F.coalesce("error", "_embedding.error", F.lit("no features and no reason recorded")),
+            F.coalesce("_embedding.error", F.lit("no features and no reason recorded")),
         ).alias("error"),
     )
 
@@ -182,9 +184,9 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
     )
     counters = EmbedCounters.create(spark.sparkContext)
     keys = keys_frame(spark, listing.images, partitions)
-    loaded = load_images(keys, settings, config.s3.fetch_threads)
+    embedded = embed_images(keys, embed_spec(config), counters, config.s3.fetch_threads)
     # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
-    embedded = embed_images(loaded, embed_spec(config), counters).persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with timer.stage("load_and_embed"):
             images = embedded.count()
