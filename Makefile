@@ -7,12 +7,19 @@ STAMP := $(VENV)/.installed-stamp
 # Model weights: a local .h5 path or an s3:// URI; empty means Keras' own `imagenet` download.
 FRUITS_WEIGHTS ?=
 export FRUITS_WEIGHTS
+# A second environment with the Spark that EMR 7 runs (emr-7.13.0: Spark 3.5.6-amzn-2), on the Python
+# both Spark lines support and the EMR nodes get (3.11); every other pin comes from constraints.txt.
+PYTHON311 ?= python3.11
+SPARK35 ?= 3.5.6
+PY4J35 ?= 0.10.9.7
+VENV35 ?= .venv-spark35
+STAMP35 := $(VENV35)/.installed-stamp
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@scripts/check_prereqs.sh $(PYTHON)
@@ -48,3 +55,32 @@ format: $(STAMP) ## Format and sort imports with ruff
 .PHONY: clean
 clean: ## Remove .venv, output/ and caches
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache
+
+$(STAMP35): pyproject.toml constraints.txt
+	@scripts/check_prereqs.sh $(PYTHON311)
+	$(PYTHON311) -m venv $(VENV35)
+	echo '*' > $(VENV35)/.gitignore  # as Python 3.13's venv does: git never sees the environment
+	$(VENV35)/bin/python -m pip install --quiet --upgrade pip
+	sed -e 's/^pyspark==.*/pyspark==$(SPARK35)/' -e 's/^py4j==.*/py4j==$(PY4J35)/' constraints.txt > $(VENV35)/constraints.txt
+	$(VENV35)/bin/python -m pip install --quiet -c $(VENV35)/constraints.txt -e ".[dev]"
+	@touch $@
+
+.PHONY: setup-spark35
+setup-spark35: $(STAMP35) ## Create .venv-spark35: pyspark 3.5 (as on EMR 7) with the other pins of constraints.txt
+
+.PHONY: test-spark35
+test-spark35: $(STAMP35) ## Run the integration test (tests/test_pipeline.py) on pyspark 3.5, as on EMR 7
+	@scripts/check_prereqs.sh $(VENV35)/bin/python
+	$(VENV35)/bin/python -m pytest tests/test_pipeline.py
+
+.PHONY: package
+package: $(STAMP) ## Build dist/ for EMR and EC2 (wheel, --py-files zip, entry point, configs, bootstrap, pins)
+	$(PY) -m fruits_features.deploy.package --dist dist
+	scripts/bootstrap-emr.sh --artifacts dist --python $(PY) --pyproject pyproject.toml --dry-run >/dev/null
+
+# Arguments for the submit command, e.g. EMR_ARGS="--dry-run" or EMR_ARGS="--cluster-id j-XXXXXXXXXXXXX".
+EMR_ARGS ?=
+
+.PHONY: submit-emr
+submit-emr: package ## Run the job as an EMR step (conf/emr.yaml, conf/emr-cluster.yaml) and wait; EMR_ARGS=--dry-run
+	$(PY) -m fruits_features.deploy.emr submit --config conf/emr.yaml --cluster-config conf/emr-cluster.yaml $(EMR_ARGS)

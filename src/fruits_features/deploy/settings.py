@@ -1,0 +1,203 @@
+"""Typed, validated EMR deploy settings, read from ``conf/emr-cluster.yaml``.
+
+The job's own configuration (``conf/emr.yaml``) says what the job does; this file says where and on
+what it runs: the cluster, the bootstrap action and the step. They are kept apart because the job's
+loader refuses unknown sections, and because the job never needs to know its cluster.
+
+Every problem surfaces as a :class:`~fruits_features.errors.ConfigError` whose one-line message
+names the file and the key. No credentials belong here: the submitter uses the default AWS
+credential chain and ``AWS_REGION``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from fruits_features.config import read_yaml
+from fruits_features.errors import ConfigError
+from fruits_features.storage import S3Uri
+
+# EMR 7.x is the line with Spark 3.5 on Amazon Linux 2023 (python3.11 in its package repository);
+# the job needs Spark 3.5 or later.
+_RELEASE_RE = re.compile(r"^emr-7\.\d+\.\d+$")
+_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_MEMORY_RE = re.compile(r"^[1-9][0-9]*[kmgt]$")
+_ROLE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
+
+
+class _Section(BaseModel):
+    # As in the job's config: a misspelt key is an error, not a silently ignored value.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _s3_prefix(value: str) -> str:
+    uri = S3Uri.parse(value)
+    if not value.startswith("s3://"):
+        raise ValueError(f"use the s3:// scheme, got {value!r}")
+    if not uri.prefix:
+        raise ValueError(f"name a prefix inside the bucket, got {value!r}")
+    return f"s3://{uri.bucket}/{uri.prefix}"
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/") or value.endswith("/") or " " in value:
+        raise ValueError(f"must be an absolute path without spaces or a trailing '/', got {value!r}")
+    return value
+
+
+class InstanceGroup(_Section):
+    """One instance group of the cluster: the primary node or the core nodes."""
+
+    instance_type: str
+    count: Annotated[StrictInt, Field(ge=1, le=500)]
+    market: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    # Extra gp3 volume per instance, for YARN's local directories (shuffle, spilled blocks).
+    ebs_volume_gb: Annotated[StrictInt, Field(ge=1, le=16384)] | None = None
+
+    @field_validator("instance_type")
+    @classmethod
+    def _check_instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE_RE.match(value):
+            raise ValueError(f"expected an EC2 instance type such as m5.xlarge, got {value!r}")
+        return value
+
+
+class ClusterSettings(_Section):
+    """The cluster ``run_job_flow`` creates when no ``--cluster-id`` is given."""
+
+    name: str = "fruits-features"
+    release_label: str
+    log_uri: str
+    service_role: str
+    instance_profile: str
+    primary: InstanceGroup
+    core: InstanceGroup
+    subnet_id: str | None = None
+    keep_alive: StrictBool = False
+    idle_timeout_seconds: Annotated[StrictInt, Field(ge=60, le=604800)] = 3600
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("release_label")
+    @classmethod
+    def _check_release(cls, value: str) -> str:
+        if not _RELEASE_RE.match(value):
+            raise ValueError(f"expected an EMR 7.x release label such as emr-7.13.0, got {value!r}")
+        return value
+
+    @field_validator("log_uri")
+    @classmethod
+    def _check_log_uri(cls, value: str) -> str:
+        return _s3_prefix(value)
+
+    @field_validator("service_role", "instance_profile")
+    @classmethod
+    def _check_role(cls, value: str) -> str:
+        if not _ROLE_RE.match(value):
+            raise ValueError(f"expected an IAM role or instance profile name, got {value!r}")
+        return value
+
+    @field_validator("primary")
+    @classmethod
+    def _check_primary(cls, value: InstanceGroup) -> InstanceGroup:
+        if value.count not in {1, 3}:
+            raise ValueError(f"an EMR cluster has 1 or 3 primary nodes, got {value.count}")
+        return value
+
+
+class BootstrapSettings(_Section):
+    """What the bootstrap action sets up on every node."""
+
+    python: str = "python3.11"
+    venv: str = "/opt/fruits-features/venv"
+    weights_dir: str = "/opt/fruits-features/weights"
+
+    @field_validator("venv", "weights_dir")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        return _absolute_path(value)
+
+    @field_validator("python")
+    @classmethod
+    def _check_python(cls, value: str) -> str:
+        if not re.match(r"^python3\.\d+$", value):
+            raise ValueError(f"expected a Python command such as python3.11, got {value!r}")
+        return value
+
+
+class StepSettings(_Section):
+    """The ``spark-submit`` step and how long to wait for it."""
+
+    name: str = "fruits-features"
+    action_on_failure: Literal["CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER"] = "CONTINUE"
+    driver_memory: str = "4g"
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    poll_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    timeout_minutes: Annotated[StrictInt, Field(ge=1, le=10080)] = 360
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _check_memory(cls, value: str) -> str:
+        if not _MEMORY_RE.match(value):
+            raise ValueError(f"expected a JVM memory size such as 4g, got {value!r}")
+        return value
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # YAML reads `true` and `1` as bool and int; spark-submit wants strings.
+        if isinstance(value, Mapping):
+            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return value
+
+
+class DeploySettings(_Section):
+    """The whole of ``conf/emr-cluster.yaml``."""
+
+    artifacts_uri: str
+    cluster: ClusterSettings
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    step: StepSettings = Field(default_factory=StepSettings)
+
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _check_artifacts(cls, value: str) -> str:
+        return _s3_prefix(value)
+
+
+def _one_line(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif first["type"] != "value_error" and "input" in first:
+        message = f"{message} (got {first['input']!r})"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: key '{key}': {message}{suffix}"
+
+
+def load_settings(path: Path) -> DeploySettings:
+    """Read and validate the deploy settings.
+
+    Args:
+        path: the YAML file, normally ``conf/emr-cluster.yaml``.
+
+    Returns:
+        The validated, frozen settings.
+
+    Raises:
+        ConfigError: one line naming the file and the first offending key.
+    """
+    data = read_yaml(path)
+    try:
+        return DeploySettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from exc

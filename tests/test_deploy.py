@@ -1,0 +1,667 @@
+"""The EMR submit command against moto's server, which speaks the EMR and S3 APIs on 127.0.0.1.
+
+What the cluster receives is read back through the EMR API and, byte for byte, from moto's request
+recorder; moto never finishes a step by itself, so :class:`StepFinisher` plays the cluster's part.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from deploy_support import (
+    ROOT,
+    StepFinisher,
+    build_dist,
+    cluster_settings_file,
+    emr_backend,
+    recorded_emr_requests,
+)
+from fruits_features.deploy import emr
+from fruits_features.deploy.errors import PackageError
+from fruits_features.deploy.package import (
+    PROVIDED_BY_EMR,
+    Package,
+    Pin,
+    build_package,
+    check_project_ranges,
+    load_package,
+    read_pins,
+)
+from fruits_features.deploy.settings import load_settings
+from fruits_features.errors import ConfigError
+
+WEIGHTS = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+NODE_WEIGHTS = (
+    "/opt/fruits-features/weights/"
+    f"{hashlib.sha256(WEIGHTS.encode()).hexdigest()[:16]}/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    return build_dist(tmp_path_factory.mktemp("build") / "dist")
+
+
+@pytest.fixture
+def emr_endpoint(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """moto's server answers EMR on the same port as S3."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EMR", s3_endpoint)
+    return s3_endpoint
+
+
+@pytest.fixture
+def emr_api(emr_endpoint: str) -> Any:
+    return boto3.session.Session().client("emr")
+
+
+@pytest.fixture
+def recording(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every request moto's server receives during the test, as its recorder writes them."""
+    from moto.moto_api import recorder
+
+    path = tmp_path / "moto-recording.jsonl"
+    monkeypatch.setattr(recorder, "_location", str(path))  # the file only; recording is moto's own
+    recorder.reset_recording()
+    recorder.start_recording()
+    yield path
+    recorder.stop_recording()
+
+
+def submit(*args: str) -> int:
+    return emr.main(["submit", *args])
+
+
+def base_args(package: Package, settings: Path, bucket: str, run_id: str) -> list[str]:
+    return [
+        "--config",
+        str(ROOT / "conf" / "emr.yaml"),
+        "--cluster-config",
+        str(settings),
+        "--dist",
+        str(package.dist),
+        "--input",
+        f"s3://{bucket}/images/",
+        "--output",
+        f"s3://{bucket}/features/",
+        "--run-id",
+        run_id,
+        "--set",
+        "pca.k=10",
+        "--poll-seconds",
+        "0.05",
+        "--timeout-minutes",
+        "1",  # a step the command fails to see end fails the test in a minute, not six hours
+    ]
+
+
+def expected_step_args(package: Package, bucket: str, run_id: str) -> list[str]:
+    artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
+    return [
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--master",
+        "yarn",
+        "--driver-memory",
+        "4g",
+        "--conf",
+        "spark.pyspark.python=/opt/fruits-features/venv/bin/python",
+        "--conf",
+        "spark.pyspark.driver.python=/opt/fruits-features/venv/bin/python",
+        "--conf",
+        "spark.yarn.maxAppAttempts=1",
+        "--py-files",
+        f"{artifacts}fruits_features-{package.version}.zip",
+        "--files",
+        f"s3://{bucket}/artifacts/runs/{run_id}/emr.yaml",
+        f"{artifacts}extract_features.py",
+        "--config",
+        "emr.yaml",
+        "--input",
+        f"s3://{bucket}/images/",
+        "--output",
+        f"s3://{bucket}/features/",
+        "--run-id",
+        run_id,
+        "--set",
+        "pca.k=10",
+        "--set",
+        f"model.weights={NODE_WEIGHTS}",
+    ]
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def dry_run(package: Package, settings: Path, bucket: str, run_id: str, capsys: Any, *extra: str) -> Any:
+    assert submit(*base_args(package, settings, bucket, run_id), "--dry-run", *extra) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# --- dry run ---------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
+    package: Package, s3, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    clusters_before = len(emr_backend().clusters)
+
+    plan = dry_run(package, settings, bucket, "dry-1", capsys)
+
+    assert keys(s3, bucket) == []  # nothing uploaded
+    assert len(emr_backend().clusters) == clusters_before  # nothing created
+    assert plan["output"] == f"s3://{bucket}/features/dry-1/"
+    artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
+    assert [u["destination"] for u in plan["uploads"]] == [
+        *(artifacts + name for name in package.files),
+        f"s3://{bucket}/artifacts/runs/dry-1/emr.yaml",
+    ]
+    ((request),) = plan["requests"]
+    assert request["operation"] == "RunJobFlow"
+    params = request["parameters"]
+    assert params["ReleaseLabel"] == "emr-7.13.0"
+    assert params["Applications"] == [{"Name": "Spark"}]
+    assert params["LogUri"] == f"s3://{bucket}/emr-logs/"
+    assert (params["ServiceRole"], params["JobFlowRole"]) == (
+        "EMR_DefaultRole_V2",
+        "fruits-features-emr-node",
+    )
+    groups = params["Instances"]["InstanceGroups"]
+    assert [(g["InstanceRole"], g["InstanceType"], g["InstanceCount"]) for g in groups] == [
+        ("MASTER", "m5.xlarge", 1),
+        ("CORE", "m5.4xlarge", 4),
+    ]
+    assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    assert "AutoTerminationPolicy" not in params  # a one-off cluster ends with its step
+    (bootstrap,) = params["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"] == {
+        "Path": f"{artifacts}bootstrap-emr.sh",
+        "Args": [
+            "--artifacts",
+            artifacts,
+            "--venv",
+            "/opt/fruits-features/venv",
+            "--python",
+            "python3.11",
+            "--weights",
+            WEIGHTS,
+            "--weights-path",
+            NODE_WEIGHTS,
+        ],
+    }
+    (step,) = params["Steps"]
+    assert step["Name"] == "fruits-features dry-1"
+    assert step["ActionOnFailure"] == "CONTINUE"
+    assert step["HadoopJarStep"] == {
+        "Jar": "command-runner.jar",
+        "Args": expected_step_args(package, bucket, "dry-1"),
+    }
+
+
+def test_kept_alive_cluster_gets_the_idle_timeout(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket, keep_alive=True, idle_timeout_seconds=1800)
+
+    params = dry_run(package, settings, bucket, "dry-2", capsys)["requests"][0]["parameters"]
+
+    assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert params["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
+
+
+def test_dry_run_for_an_existing_cluster_describes_it_then_adds_the_step(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    plan = dry_run(package, settings, bucket, "dry-3", capsys, "--cluster-id", "j-EXAMPLE")
+
+    assert [
+        (r["operation"], r["parameters"].get("ClusterId") or r["parameters"]["JobFlowId"])
+        for r in plan["requests"]
+    ] == [
+        ("DescribeCluster", "j-EXAMPLE"),
+        ("AddJobFlowSteps", "j-EXAMPLE"),
+    ]
+    (step,) = plan["requests"][1]["parameters"]["Steps"]
+    assert step["HadoopJarStep"]["Args"] == expected_step_args(package, bucket, "dry-3")
+
+
+# --- live submissions against moto ---------------------------------------------------------
+
+
+def test_submit_creates_the_cluster_it_planned_uploads_the_artifacts_and_waits_for_the_step(
+    package: Package, s3, bucket: str, emr_api, tmp_path: Path, recording: Path, capsys, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    planned = dry_run(package, settings, bucket, "live-1", capsys)["requests"][0]["parameters"]
+    finisher = StepFinisher("fruits-features live-1", "COMPLETED")
+    finisher.start()
+
+    with caplog.at_level(logging.INFO):
+        code = submit(*base_args(package, settings, bucket, "live-1"))
+    finisher.join(5)
+
+    assert code == 0, caplog.text
+    # The request EMR received is, field for field, the one the dry run printed.
+    (run_job_flow,) = [
+        body for operation, body in recorded_emr_requests(recording) if operation == "RunJobFlow"
+    ]
+    assert run_job_flow == planned
+    # ...and the cluster holds it.
+    (cluster_id,) = [
+        c.id
+        for c in emr_backend().clusters.values()
+        if c.steps and c.steps[0].name == "fruits-features live-1"
+    ]
+    cluster = emr_api.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["ReleaseLabel"] == "emr-7.13.0"
+    assert cluster["LogUri"] == f"s3://{bucket}/emr-logs/"
+    groups = emr_api.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
+    assert sorted(
+        (g["InstanceGroupType"], g["InstanceType"], g["RequestedInstanceCount"]) for g in groups
+    ) == [
+        ("CORE", "m5.4xlarge", 4),
+        ("MASTER", "m5.xlarge", 1),
+    ]
+    (action,) = emr_api.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+    assert action["ScriptPath"] == f"s3://{bucket}/artifacts/{package.tag}/bootstrap-emr.sh"
+    assert action["Args"] == planned["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
+    step = emr_api.describe_step(ClusterId=cluster_id, StepId=finisher.step_id)["Step"]
+    assert step["Config"]["Jar"] == "command-runner.jar"
+    assert step["Config"]["Args"] == expected_step_args(package, bucket, "live-1")
+    # Every artifact is in S3, byte for byte, and the run's job config beside them.
+    for name in package.files:
+        body = s3.get_object(Bucket=bucket, Key=f"artifacts/{package.tag}/{name}")["Body"].read()
+        assert body == (package.dist / name).read_bytes(), name
+    config = s3.get_object(Bucket=bucket, Key="artifacts/runs/live-1/emr.yaml")["Body"].read()
+    assert config == (ROOT / "conf" / "emr.yaml").read_bytes()
+    # It waited: it saw the step running before it completed, and says where things are.
+    assert f"step {finisher.step_id}: RUNNING" in caplog.text
+    assert f"step {finisher.step_id} on cluster {cluster_id}: COMPLETED" in caplog.text
+    assert f"s3://{bucket}/features/live-1/" in caplog.text
+    assert f"s3://{bucket}/emr-logs/{cluster_id}/steps/{finisher.step_id}/" in caplog.text
+
+
+@pytest.fixture
+def running_cluster(emr_api, bucket: str) -> str:  # type: ignore[no-untyped-def]
+    response = emr_api.run_job_flow(
+        Name="long-lived",
+        ReleaseLabel="emr-7.13.0",
+        LogUri=f"s3n://{bucket}/cluster-logs/",
+        Instances={
+            "MasterInstanceType": "m5.xlarge",
+            "InstanceCount": 1,
+            "KeepJobFlowAliveWhenNoSteps": True,
+        },
+        JobFlowRole="fruits-features-emr-node",
+        ServiceRole="EMR_DefaultRole_V2",
+    )
+    return str(response["JobFlowId"])
+
+
+def test_step_is_added_to_an_existing_cluster(
+    package: Package, s3, bucket: str, emr_api, running_cluster: str, tmp_path: Path, recording: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    finisher = StepFinisher("fruits-features live-2", "COMPLETED")
+    finisher.start()
+
+    with caplog.at_level(logging.INFO):
+        code = submit(*base_args(package, settings, bucket, "live-2"), "--cluster-id", running_cluster)
+    finisher.join(5)
+
+    assert code == 0, caplog.text
+    operations = [operation for operation, _ in recorded_emr_requests(recording)]
+    assert "RunJobFlow" not in operations
+    assert operations[:2] == ["DescribeCluster", "AddJobFlowSteps"]
+    assert set(operations[2:]) == {"DescribeStep"}
+    (step,) = emr_api.list_steps(ClusterId=running_cluster)["Steps"]
+    assert step["Id"] == finisher.step_id
+    assert step["Config"]["Args"] == expected_step_args(package, bucket, "live-2")
+    assert f"artifacts/{package.tag}/fruits_features-{package.version}.zip" in keys(s3, bucket)
+    # The cluster's own log URI (s3n://, as EMR reports it) is where its logs are.
+    assert f"s3://{bucket}/cluster-logs/{running_cluster}/steps/{step['Id']}/" in caplog.text
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELLED", "INTERRUPTED"])
+def test_a_step_that_does_not_complete_exits_1_with_its_reason_and_logs(
+    package: Package, bucket: str, running_cluster: str, tmp_path: Path, caplog, state: str
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    finisher = StepFinisher(f"fruits-features fail-{state}", state, reason="Step failed with exitCode 1")
+    finisher.start()
+
+    with caplog.at_level(logging.INFO):
+        code = submit(*base_args(package, settings, bucket, f"fail-{state}"), "--cluster-id", running_cluster)
+    finisher.join(5)
+
+    assert code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0] == f"step {finisher.step_id} on cluster {running_cluster}: {state}"
+    assert "  reason   Step failed with exitCode 1" in errors
+    assert any(f"s3://{bucket}/cluster-logs/{running_cluster}/steps/{finisher.step_id}/" in e for e in errors)
+    assert not any(e.startswith("  output") for e in errors)  # no result to point at
+
+
+def test_a_step_cancelled_by_an_ended_cluster_reports_the_cluster_reason(
+    package: Package, bucket: str, running_cluster: str, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    finisher = StepFinisher(
+        "fruits-features ended",
+        "CANCELLED",
+        cluster_end=("TERMINATED_WITH_ERRORS", "Bootstrap failure on 2 nodes"),
+    )
+    finisher.start()
+
+    code = submit(*base_args(package, settings, bucket, "ended"), "--cluster-id", running_cluster)
+    finisher.join(5)
+
+    assert code == 1
+    assert "reason   cluster TERMINATED_WITH_ERRORS: Bootstrap failure on 2 nodes" in caplog.text
+
+
+def test_an_ended_cluster_is_refused_before_any_step_is_added(
+    package: Package, bucket: str, emr_api, running_cluster: str, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    emr_api.terminate_job_flows(JobFlowIds=[running_cluster])
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    code = submit(*base_args(package, settings, bucket, "late"), "--cluster-id", running_cluster)
+
+    assert code == 3
+    assert f"cluster {running_cluster} is TERMINATED: it takes no more steps" in caplog.text
+    assert emr_api.list_steps(ClusterId=running_cluster)["Steps"] == []
+
+
+def test_an_unknown_cluster_exits_3_naming_it(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    code = submit(*base_args(package, settings, bucket, "nowhere"), "--cluster-id", "j-NOSUCHCLUSTER")
+
+    assert code == 3
+    assert "DescribeCluster j-NOSUCHCLUSTER:" in caplog.text
+
+
+def test_waiting_gives_up_after_the_timeout_with_exit_1(emr_api, running_cluster: str) -> None:  # type: ignore[no-untyped-def]
+    (step_id,) = emr_api.add_job_flow_steps(
+        JobFlowId=running_cluster,
+        Steps=[{"Name": "slow", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["true"]}}],
+    )["StepIds"]
+
+    with pytest.raises(emr.StepNotCompletedError, match=f"step {step_id} .* is still RUNNING"):
+        emr.wait_for_step(emr.emr_client(), running_cluster, step_id, poll_seconds=0.01, timeout_seconds=0.05)
+
+
+# --- refused before any AWS call -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--set", "pca.k=0"], "config key 'pca.k'"),
+        (["--run-id", "a/b"], "--run-id 'a/b'"),
+        (["--cluster-config", "MISSING"], "No such file"),
+    ],
+)
+def test_bad_job_arguments_exit_2_before_any_upload(
+    package: Package,
+    s3,
+    bucket: str,
+    emr_endpoint: str,
+    tmp_path: Path,
+    caplog,
+    change: list[str],
+    message: str,
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    args = [*base_args(package, settings, bucket, "bad"), *change]
+    if "MISSING" in change:
+        args[args.index("MISSING")] = str(tmp_path / "missing.yaml")
+
+    assert submit(*args) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert message in error
+    assert keys(s3, bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cluster": {"colour": "red"}}, "key 'cluster.colour': unknown key"),
+        ({"cluster": {"release_label": "emr-6.15.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
+        ({"cluster": {"primary": {"instance_type": "m5.xlarge", "count": 2}}}, "1 or 3 primary nodes"),
+        ({"artifacts_uri": "s3://bucket-only"}, "key 'artifacts_uri': name a prefix inside the bucket"),
+        ({"step": {"driver_memory": "lots"}}, "key 'step.driver_memory'"),
+    ],
+)
+def test_bad_cluster_settings_are_one_line_naming_the_key(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    data = yaml.safe_load((ROOT / "conf" / "emr-cluster.yaml").read_text())
+    for section, value in change.items():
+        if isinstance(value, dict):
+            data[section].update(value)
+        else:
+            data[section] = value
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_shipped_cluster_settings_validate() -> None:
+    settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
+    assert settings.cluster.release_label.startswith("emr-7.")
+    assert settings.bootstrap.python == "python3.11"
+
+
+def test_a_missing_or_changed_package_exits_2_naming_make_package(
+    package: Package, s3, bucket: str, emr_endpoint: str, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    changed = tmp_path / "dist"
+    shutil.copytree(package.dist, changed)
+    (changed / "extract_features.py").write_text("print('not the job')\n")
+
+    missing = [*base_args(package, settings, bucket, "x"), "--dist", str(tmp_path / "nothing")]
+    assert submit(*missing) == 2
+    assert submit(*[*base_args(package, settings, bucket, "x"), "--dist", str(changed)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "holds no built package (SHA256SUMS is missing): run make package" in errors[0]
+    assert "extract_features.py changed after the build: run make package" in errors[1]
+    assert keys(s3, bucket) == []
+
+
+# --- the package ---------------------------------------------------------------------------
+
+
+def test_node_requirements_pin_the_run_time_closure_exactly_as_constraints(package: Package) -> None:
+    requirements = read_pins(package.dist / "requirements-emr.txt")
+    constraints = read_pins(ROOT / "constraints.txt")
+    assert {name: pin.version for name, pin in requirements.items()} == {
+        name: constraints[name].version for name in requirements
+    }
+    assert {"tensorflow", "keras", "pandas", "pyarrow", "numpy", "pillow", "boto3", "pydantic"} <= set(
+        requirements
+    )
+    assert not PROVIDED_BY_EMR & set(requirements)  # EMR's own Spark 3.5
+    assert not {"moto", "pytest", "mypy", "ruff"} & set(requirements)  # nothing from the dev extra
+
+
+def test_a_pin_outside_the_declared_range_is_refused(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["tensorflow>=2.16,<2.20", "pyspark>=3.5"]\n')
+
+    with pytest.raises(
+        PackageError, match=r"tensorflow==2\.21\.0 is outside the range tensorflow<2\.20,>=2\.16"
+    ):
+        check_project_ranges([Pin("tensorflow", "2.21.0")], pyproject)
+    check_project_ranges([Pin("tensorflow", "2.19.0")], pyproject)  # pyspark comes from EMR
+
+
+def test_the_py_files_archive_carries_the_package_and_nothing_else(package: Package) -> None:
+    archive = package.dist / package.archive
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import fruits_features.pipeline as p; "
+        "import fruits_features.deploy.emr; print(p.__file__)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(archive)], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == f"{archive}/fruits_features/pipeline.py"
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zipped:
+        assert {name.split("/")[0] for name in zipped.namelist()} == {"fruits_features"}
+
+
+def test_load_package_reads_what_build_wrote(package: Package) -> None:
+    again = load_package(package.dist)
+    assert again == package
+    assert package.tag.startswith(f"{package.version}-")
+    assert package.wheel in package.files
+
+
+# --- IAM: the policies grant what the configs need, and no more ----------------------------
+
+
+def _policy(name: str) -> dict[str, Any]:
+    return json.loads((ROOT / "conf" / "iam" / name).read_text())
+
+
+def _allowed(
+    policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None
+) -> bool:
+    """A small evaluator of Allow statements: action and resource wildcards, StringLike/StringEquals."""
+    context = context or {}
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        if statement["Effect"] != "Allow" or not any(fnmatch.fnmatchcase(action, a) for a in actions):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in resources):
+            continue
+        conditions_hold = True
+        for operator, conditions in statement.get("Condition", {}).items():
+            for key, wanted in conditions.items():
+                values = wanted if isinstance(wanted, list) else [wanted]
+                got = context.get(key)
+                match = fnmatch.fnmatchcase if operator == "StringLike" else str.__eq__
+                conditions_hold &= got is not None and any(match(got, v) for v in values)
+        if conditions_hold:
+            return True
+    return False
+
+
+def test_job_policy_covers_exactly_the_configured_input_output_and_weights() -> None:
+    policy = _policy("job-policy.json")
+    for name in ("emr", "ec2"):
+        config = yaml.safe_load((ROOT / "conf" / f"{name}.yaml").read_text())
+        source = config["input"]["uri"].removeprefix("s3://")
+        target = config["output"]["uri"].removeprefix("s3://")
+        bucket, prefix = source.split("/", 1)
+        assert _allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": prefix})
+        assert _allowed(policy, "s3:GetObject", f"arn:aws:s3:::{source}Apple Braeburn/r_6_100.jpg")
+        out_bucket, out_prefix = target.split("/", 1)
+        assert _allowed(
+            policy, "s3:ListBucket", f"arn:aws:s3:::{out_bucket}", {"s3:prefix": f"{out_prefix}run-1/"}
+        )
+        assert _allowed(policy, "s3:PutObject", f"arn:aws:s3:::{target}run-1/features/part-00000.csv")
+        # No more: no writing the input, no reading elsewhere, no listing the whole bucket.
+        assert not _allowed(policy, "s3:PutObject", f"arn:aws:s3:::{source}Apple/x.jpg")
+        assert not _allowed(policy, "s3:DeleteObject", f"arn:aws:s3:::{target}run-1/_SUCCESS")
+        assert not _allowed(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/other/secret.csv")
+        assert not _allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": ""})
+    weights = yaml.safe_load((ROOT / "conf" / "emr.yaml").read_text())["model"]["weights"]
+    assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + weights.removeprefix("s3://"))
+    assert not _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + weights.removeprefix("s3://") + ".other")
+
+
+def test_node_and_submitter_policies_cover_the_artifacts_logs_and_the_two_roles_only() -> None:
+    settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
+    artifacts = settings.artifacts_uri.removeprefix("s3://")
+    logs = settings.cluster.log_uri.removeprefix("s3://")
+    node = _policy("emr-node-policy.json")
+    submitter = _policy("submitter-policy.json")
+    assert _allowed(node, "s3:GetObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
+    assert _allowed(node, "s3:PutObject", f"arn:aws:s3:::{logs}j-1/steps/s-1/stderr.gz")
+    assert not _allowed(node, "s3:PutObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
+    assert _allowed(submitter, "s3:PutObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
+    assert not _allowed(submitter, "s3:GetObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
+    cluster = "arn:aws:elasticmapreduce:us-east-1:ACCOUNT_ID:cluster/j-1"
+    for action in ("AddJobFlowSteps", "DescribeStep", "DescribeCluster", "ListSteps"):
+        assert _allowed(submitter, f"elasticmapreduce:{action}", cluster)
+    assert _allowed(submitter, "elasticmapreduce:RunJobFlow", "*")
+    assert not _allowed(submitter, "elasticmapreduce:TerminateJobFlows", cluster)
+    emr_service = {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}
+    for role in (settings.cluster.service_role, settings.cluster.instance_profile):
+        assert _allowed(submitter, "iam:PassRole", f"arn:aws:iam::ACCOUNT_ID:role/{role}", emr_service)
+    assert not _allowed(submitter, "iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", emr_service)
+    assert not _allowed(
+        submitter,
+        "iam:PassRole",
+        f"arn:aws:iam::ACCOUNT_ID:role/{settings.cluster.service_role}",
+        {"iam:PassedToService": "lambda.amazonaws.com"},
+    )
+
+
+def test_no_credentials_in_any_deploy_file() -> None:
+    files = [
+        *(ROOT / "conf").rglob("*.yaml"),
+        *(ROOT / "conf" / "iam").glob("*"),
+        ROOT / "scripts" / "bootstrap-emr.sh",
+        ROOT / "scripts" / "setup-ec2.sh",
+    ]
+    for path in files:
+        text = path.read_text()
+        assert "AKIA" not in text, path
+        assert "aws_secret_access_key" not in text.lower(), path
+
+
+def test_the_same_source_builds_the_same_artifact_folder_and_a_change_a_new_one(
+    package: Package, tmp_path: Path
+) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy2(ROOT / name, root / name)
+    for folder in ("src", "jobs", "conf", "scripts"):
+        shutil.copytree(
+            ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+
+    same = build_package(root, tmp_path / "same")
+    (root / "src" / "fruits_features" / "decoding.py").write_text(
+        (root / "src" / "fruits_features" / "decoding.py").read_text() + "\n# changed\n"
+    )
+    changed = build_package(root, tmp_path / "changed")
+
+    assert same.tag == package.tag
+    assert changed.tag != package.tag
