@@ -167,12 +167,14 @@ def test_setup_ec2_dry_run_installs_java_17_python_and_the_pinned_project() -> N
     assert result.returncode == 0, result.stderr
     commands = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
     assert commands[0].endswith("apt-get update -q")
-    assert commands[1].endswith("apt-get install -y -q openjdk-17-jre-headless python3 python3-venv")
+    assert commands[1].endswith(
+        "apt-get install -y -q openjdk-17-jre-headless python3 python3-venv libopenblas0-pthread"
+    )
     assert commands[-2].endswith(" -m venv /opt/ff/venv")
     assert commands[-1].endswith(
         f"/opt/ff/venv/bin/python -m pip install --quiet --no-input -c {ROOT}/constraints.txt {ROOT}"
     )
-    command = "PYSPARK_PYTHON=/opt/ff/venv/bin/python /opt/ff/venv/bin/spark-submit --master 'local[4]'"
+    command = "PYSPARK_PYTHON=/opt/ff/venv/bin/python /opt/ff/venv/bin/spark-submit --master 'local[4,4]'"
     assert f"{command} --driver-memory 4g" in result.stdout
 
 
