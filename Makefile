@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@scripts/check_prereqs.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	@touch $@
 
 .PHONY: setup
@@ -40,6 +40,23 @@ run: $(STAMP) ## Run the job on the bundled sample images against a local S3 end
 test: $(STAMP) ## Run the whole test suite (unit and integration)
 	@scripts/check_prereqs.sh $(PY)
 	$(PY) -m pytest
+
+# Benchmark sizes: N images for the headline, SCALING for the scaling run.
+N ?= 1000
+SCALING ?= 250,4000
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmark ceilings, the job end to end and its scaling; results in bench/results/ (N=1000)
+	@scripts/check_prereqs.sh $(PY)
+	$(PY) scripts/bench.py run --n $(N) --scaling $(SCALING)
+
+.PHONY: bench-knobs
+bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images
+	$(PY) scripts/bench.py knobs --n $(N)
+
+.PHONY: bench-image-size
+bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set
+	$(PY) scripts/bench.py image-size
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy
