@@ -1,8 +1,9 @@
 """`make run`: the job on the bundled sample images, against a local S3 endpoint.
 
-Starts moto's S3 server on 127.0.0.1, uploads tests/data/fruits360-sample/ to
-s3://fruits-demo/images/, runs `spark-submit jobs/extract_features.py` in local mode, prints a
-summary, and copies the run's results to output/<run id>/.
+Starts moto's S3 server on 127.0.0.1, uploads tests/data/fruits360-sample/ (or --images DIR, laid
+out as <Class>/<file>) to s3://fruits-demo/images/, runs `spark-submit jobs/extract_features.py`
+in local mode, prints a summary with the classifier's accuracy, and copies the run's results,
+report included, to output/<run id>/.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from fruits_features.cli import new_run_id, summary_lines
 from fruits_features.local_s3 import download_tree, local_s3, upload_tree
+from fruits_features.output import REPORT_DIR
+from fruits_features.report import INDEX_FILE
 from fruits_features.storage import S3Uri, s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,7 @@ def main() -> int:
     parser.add_argument("--config", default="conf/local.yaml")
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--output-dir", default=str(ROOT / "output"))
+    parser.add_argument("--images", default=str(SAMPLE), help="a folder of <Class>/<file> images to upload")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
@@ -46,8 +50,10 @@ def main() -> int:
     with local_s3() as endpoint:
         client = s3_client()
         client.create_bucket(Bucket=BUCKET)
-        uploaded = upload_tree(client, SAMPLE, images)
-        print(f"local S3 at {endpoint}: uploaded {uploaded} sample images to {images}", flush=True)
+        uploaded = upload_tree(client, Path(args.images), images)
+        print(
+            f"local S3 at {endpoint}: uploaded {uploaded} images from {args.images} to {images}", flush=True
+        )
         command = [
             str(Path(sys.executable).with_name("spark-submit")),
             "--master",
@@ -77,6 +83,9 @@ def main() -> int:
     print()
     print("\n".join(summary_lines(manifest)))
     print(f"  local copy       {target} ({copied} files)")
+    report = target / REPORT_DIR / INDEX_FILE
+    if report.is_file():
+        print(f"  report (local)   {report}")
     print(f"  make run took    {time.perf_counter() - started:.1f}s")
     return 0
 

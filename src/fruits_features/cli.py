@@ -44,6 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_score_parser() -> argparse.ArgumentParser:
+    """The scoring job's arguments: the feature job's, plus the model to apply."""
+    parser = _Parser(
+        prog="score.py",
+        description="S3 images -> ResNet50 features -> a saved scaler + PCA + classifier -> labels.",
+    )
+    parser.add_argument("--config", required=True, help="YAML config, e.g. conf/local.yaml")
+    parser.add_argument("--model", required=True, help="s3://bucket/prefix/<training run>/model/")
+    parser.add_argument("--input", help="s3://bucket/prefix/ of the images to score (input.uri)")
+    parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
+    parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, e.g. --set model.weights=/path/w.h5 (repeatable)",
+    )
+    return parser
+
+
 def new_run_id() -> str:
     """``20261126T041500Z-3f9a1c``: sortable by time, unique across concurrent submissions."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
@@ -84,16 +106,47 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     counts = manifest["counts"]
     timings = manifest["timings_seconds"]
     embed = timings.get("load_and_embed") or 0.0
-    cumulative = manifest["pca"]["cumulative_explained_variance"]
-    return [
+    pca = manifest["pca"]
+    cumulative = pca["cumulative_explained_variance"]
+    target = pca.get("variance_target")
+    chosen = f" (the fewest for {100 * target:g}%)" if target is not None else ""
+    lines = [
         f"run {manifest['run_id']}",
         f"  keys listed      {counts['keys_listed']} ({counts['keys_skipped']} not images, skipped)",
         f"  images           {counts['images']}",
         f"  featurized       {counts['featurized']}",
         f"  rejected         {counts['rejected']}",
-        f"  PCA k={manifest['pca']['k']}         {100 * cumulative[-1]:.1f}% of the variance explained"
-        f" (first component {100 * manifest['pca']['explained_variance'][0]:.1f}%)",
+        f"  PCA k={pca['k']}         {100 * cumulative[-1]:.1f}% of the variance explained"
+        f" (first component {100 * pca['explained_variance'][0]:.1f}%){chosen}",
+    ]
+    classifier = manifest.get("classifier")
+    if classifier and classifier.get("status") == "trained":
+        lines += [
+            f"  classifier       accuracy {100 * classifier['accuracy']:.1f}%, macro F1 "
+            f"{classifier['macro_f1']:.3f} on {classifier['test_images']} test images "
+            f"({classifier['classes']} classes, {classifier['train_images']} training images)",
+            f"  model            {classifier['model']}",
+        ]
+    elif classifier:
+        lines.append(f"  classifier       skipped: {classifier.get('reason', '')}")
+    lines += [
         f"  embed stage      {embed:.1f}s, {counts['images'] / embed if embed else 0:.2f} images/s",
         f"  wall time        {timings['total']:.1f}s",
         f"  output           {manifest['output']}",
+    ]
+    if manifest.get("report"):
+        lines.append(f"  report           {manifest['report']}")
+    return lines
+
+
+def score_summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """A short human summary of a finished scoring run, from its manifest."""
+    counts = manifest["counts"]
+    timings = manifest["timings_seconds"]
+    return [
+        f"scoring run {manifest['run_id']} with {manifest['model']}",
+        f"  images           {counts['images']} ({counts['rejected']} rejected)",
+        f"  scored           {counts['featurized']}",
+        f"  wall time        {timings['total']:.1f}s",
+        f"  predictions      {manifest['output']}/predictions/",
     ]

@@ -19,11 +19,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from fruits_features.errors import ConfigError
 from fruits_features.storage import S3Uri
@@ -110,10 +112,66 @@ class ModelConfig(_Section):
         return value
 
 
+MAX_COMPONENTS = 2048
+
+
+def _check_k(value: Any) -> int | float:
+    # One key, two meanings told apart by type: an integer counts components, a float is the
+    # fraction of the variance to keep. Hand-written so that the message names both readings
+    # (pydantic's own union errors would report each branch under a mangled key).
+    kinds = f"a number of components (an integer 1-{MAX_COMPONENTS}) or a variance target (a float in (0, 1])"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("pca_k_type", f"Input should be {kinds}")
+    if isinstance(value, int):
+        if value < 1:
+            raise PydanticCustomError("pca_k_range", f"Input should be greater than or equal to 1: {kinds}")
+        if value > MAX_COMPONENTS:
+            raise PydanticCustomError("pca_k_range", f"Input should be at most {MAX_COMPONENTS}: {kinds}")
+        return value
+    if not 0.0 < value <= 1.0:
+        raise PydanticCustomError("pca_k_range", f"a float is a variance target, in (0, 1]: {kinds}")
+    return value
+
+
 class PcaConfig(_Section):
     """Standardisation + PCA."""
 
-    k: Annotated[StrictInt, Field(ge=1, le=2048)] = 50
+    # An int: that many components. A float in (0, 1]: the smallest k whose components explain
+    # at least that fraction of the standardized features' variance (the manifest records k).
+    k: Annotated[int | float, PlainValidator(_check_k)] = 50
+
+    @property
+    def variance_target(self) -> float | None:
+        """The fraction of variance to keep, or ``None`` when ``k`` is a component count."""
+        return float(self.k) if isinstance(self.k, float) else None
+
+
+class ClassifierConfig(_Section):
+    """The optional fruit classifier: multinomial logistic regression on the PCA components."""
+
+    enabled: bool = False
+    # Per class: round(train_fraction * n) images train, at least one, and every class with two
+    # or more images keeps at least one test image.
+    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
+    seed: StrictInt = 42
+    reg_param: Annotated[float, Field(ge=0.0)] = 0.003
+    elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    max_iter: Annotated[StrictInt, Field(ge=1, le=10_000)] = 200
+    # How the fitted pipeline reaches <run>/model/: "boto3" saves it with Spark's writer to a
+    # folder on the driver's disk and uploads it (local mode, one machine: executors share that
+    # disk); "hadoop" lets Spark write the s3:// URI itself (EMRFS on EMR; not S3A-less setups).
+    model_transfer: Literal["boto3", "hadoop"] = "boto3"
+    # Where "boto3" stages the model; none = the system's temporary folder.
+    staging_dir: str | None = None
+
+
+class ReportConfig(_Section):
+    """The HTML report written under ``<run>/report/``."""
+
+    enabled: bool = True
+    classes: Annotated[StrictInt, Field(ge=1, le=20)] = 10  # most frequent classes in the PC1/PC2 scatter
+    points_per_class: Annotated[StrictInt, Field(ge=1, le=5000)] = 200  # at most, collected to the driver
+    confused_pairs: Annotated[StrictInt, Field(ge=0, le=32)] = 8  # image pairs in the grid, fetched from S3
 
 
 class SparkConfig(_Section):
@@ -161,6 +219,8 @@ class JobConfig(_Section):
     output: OutputConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     pca: PcaConfig = Field(default_factory=PcaConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     s3: S3Config = Field(default_factory=S3Config)
     # A run whose rejected images exceed this fraction of the listed images fails (exit 5, no

@@ -3,6 +3,10 @@
 Layout under ``<output>/<run id>/``::
 
     features/part-00000.csv ...   header row + path,label,pc_1..pc_k; one part per non-empty partition
+    predictions/part-00000.csv    with the classifier: path,label,split,predicted,probability
+    model/                        with the classifier: the fitted scaler + PCA + classifier, model.json
+    metrics.json                  with the classifier: accuracy, macro F1, per-class metrics, confusions
+    report/index.html, *.png      the report (unless report.enabled is false)
     rejected.csv                  path,reason of every listed image that was not featurized
     manifest.json                 what was done: config, counts, explained variance, timings, versions
     _SUCCESS                      written last; without it nothing under the prefix is to be trusted
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -28,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
+PREDICTIONS_DIR = "predictions"
+MODEL_DIR = "model"
+REPORT_DIR = "report"
+METRICS_FILE = "metrics.json"
 REJECTED_FILE = "rejected.csv"
 MANIFEST_FILE = "manifest.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -67,12 +77,20 @@ def _write_partition(
     yield pd.DataFrame({"uri": [str(uri)], "rows": [rows]})
 
 
-def write_features(reduced: DataFrame, run_uri: S3Uri, settings: S3Settings) -> list[WrittenPart]:
-    """Write ``reduced`` as CSV part files under ``<run>/features/``, from the executors.
+def write_features(
+    reduced: DataFrame, run_uri: S3Uri, settings: S3Settings, folder: str = FEATURES_DIR
+) -> list[WrittenPart]:
+    """Write ``reduced`` as CSV part files under ``<run>/<folder>/``, from the executors.
 
     Only the parts' names and row counts come back to the driver.
+
+    Args:
+        reduced: the rows to write, every column a CSV column.
+        run_uri: the run's folder.
+        settings: the executors' boto3 settings.
+        folder: ``features`` (the default) or ``predictions``.
     """
-    features_uri = run_uri.join(FEATURES_DIR)
+    features_uri = run_uri.join(folder)
     written = reduced.mapInPandas(
         lambda frames: _write_partition(frames, features_uri, settings),
         schema="uri string, rows long",
@@ -92,6 +110,30 @@ def rejected_bytes(rejected: Sequence[tuple[str, str]]) -> bytes:
     return to_csv_bytes(pd.DataFrame(list(rejected), columns=["path", "reason"]))
 
 
+def json_bytes(data: Any) -> bytes:
+    """``data`` as indented UTF-8 JSON, keys in the given order."""
+    return json.dumps(data, indent=2, sort_keys=False).encode("utf-8")
+
+
+def upload_folder(client: S3Client, folder: Path, uri: S3Uri) -> int:
+    """Upload every file under ``folder`` to ``uri``, keeping relative paths; returns the count.
+
+    One PUT per file, through the run's client (its encryption and bucket-owner settings apply).
+    Hadoop's ``.crc`` checksum files are left out: a local copy reads fine without them.
+    """
+    count = 0
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.endswith(".crc"):
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if content_type.startswith("text/"):
+                content_type += "; charset=utf-8"
+            write_object(
+                client, uri.join(path.relative_to(folder).as_posix()), path.read_bytes(), content_type
+            )
+            count += 1
+    return count
+
+
 def write_report(
     client: S3Client,
     run_uri: S3Uri,
@@ -100,8 +142,7 @@ def write_report(
 ) -> None:
     """Write ``rejected.csv`` and ``manifest.json`` (also for a run that failed)."""
     write_object(client, run_uri.join(REJECTED_FILE), rejected_bytes(rejected), CSV_TYPE)
-    body = json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8")
-    write_object(client, run_uri.join(MANIFEST_FILE), body, "application/json")
+    write_object(client, run_uri.join(MANIFEST_FILE), json_bytes(manifest), "application/json")
 
 
 def finish_run(

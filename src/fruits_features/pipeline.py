@@ -3,21 +3,52 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruits_features.classifier import ClassifierError, Evaluation, most_confused, train_and_evaluate
 from fruits_features.config import JobConfig
-from fruits_features.embedding import EmbedCounters, EmbedSpec, check_weights, embed_column
-from fruits_features.errors import FruitsFeaturesError, InputError, PipelineError, TooManyRejectsError
+from fruits_features.embedding import FEATURE_DIM, EmbedCounters, EmbedSpec, check_weights, embed_column
+from fruits_features.errors import (
+    ConfigError,
+    FruitsFeaturesError,
+    InputError,
+    PipelineError,
+    TooManyRejectsError,
+)
 from fruits_features.loading import keys_frame, partition_count
 from fruits_features.manifest import StageTimer, library_versions, utc_now
-from fruits_features.output import finish_run, write_features, write_report
-from fruits_features.reduction import fit_reduction, reduce_features
+from fruits_features.model_store import ModelInfo, save_model, weights_sha256
+from fruits_features.output import (
+    METRICS_FILE,
+    MODEL_DIR,
+    PREDICTIONS_DIR,
+    REPORT_DIR,
+    finish_run,
+    json_bytes,
+    upload_folder,
+    write_features,
+    write_report,
+)
+from fruits_features.reduction import Reduction, components_to_columns, fit_reduction, project
+from fruits_features.report import (
+    INDEX_FILE,
+    ConfusedExample,
+    ReportInputs,
+    confused_examples,
+    most_frequent,
+    scatter_sample,
+    write_report_folder,
+)
 from fruits_features.storage import (
     Listing,
     S3Settings,
@@ -25,6 +56,7 @@ from fruits_features.storage import (
     check_output_writable,
     list_images,
     s3_client,
+    write_object,
 )
 
 if TYPE_CHECKING:
@@ -84,8 +116,20 @@ def embed_images(keys: DataFrame, spec: EmbedSpec, counters: EmbedCounters, fetc
     )
 
 
-def preflight(client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageTimer) -> Listing:
+Lister = Callable[["S3Client", S3Uri, tuple[str, ...]], Listing]
+
+
+def preflight(
+    client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageTimer, lister: Lister = list_images
+) -> Listing:
     """Everything that can be checked cheaply, before Spark does any heavy work.
+
+    Args:
+        client: the driver's S3 client.
+        config: the job's configuration.
+        run_uri: the run's output folder, which must be empty.
+        timer: records the ``list`` and ``preflight`` stages.
+        lister: lists the input (the job: class folders; scoring: any image under the prefix).
 
     Returns:
         The images listed under ``input.uri``.
@@ -97,7 +141,7 @@ def preflight(client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageT
     """
     input_uri = S3Uri.parse(config.input.uri)
     with timer.stage("list"):
-        listing = list_images(client, input_uri, config.input.extensions)
+        listing = lister(client, input_uri, config.input.extensions)
     log.info(
         "listed %d keys under %s: %d images, %d other keys skipped",
         listing.keys_listed,
@@ -142,6 +186,272 @@ def check_rejects(images: int, rejected: list[tuple[str, str]], max_fraction: fl
         )
 
 
+def check_model_transfer(config: JobConfig, master: str) -> None:
+    """Refuse to stage a Spark ML model on the driver's disk when executors do not share it.
+
+    Spark ML's writer and reader run Spark jobs: with ``classifier.model_transfer: boto3`` the
+    executors write and read the staging folder, which is only the driver's folder in local mode.
+
+    Raises:
+        ConfigError: naming the setting and the master.
+    """
+    if config.classifier.model_transfer == "boto3" and not master.startswith("local"):
+        raise ConfigError(
+            f"config key 'classifier.model_transfer': boto3 stages the model on the driver's disk, which "
+            f"the executors of master {master!r} cannot reach; use hadoop (EMRFS serves s3:// on EMR)"
+        )
+
+
+@dataclass
+class Embedded:
+    """The embed stage's outcome; ``frame`` is persisted until :meth:`unpersist`."""
+
+    frame: DataFrame  # path, label, features, error: every listed image
+    featurized: DataFrame  # path, label, features: the images with features
+    rejected: list[tuple[str, str]]
+    counts: dict[str, int]
+    counters: EmbedCounters
+    partitions: int
+
+    def unpersist(self) -> None:
+        """Release the persisted features."""
+        self.frame.unpersist()
+
+
+def embed_listing(
+    spark: SparkSession, config: JobConfig, spec: EmbedSpec, listing: Listing, timer: StageTimer
+) -> Embedded:
+    """Embed every listed image once, persist the result and count it.
+
+    The caller unpersists (:meth:`Embedded.unpersist`), also when a later stage fails.
+    """
+    partitions = partition_count(
+        len(listing.images),
+        spark.sparkContext.defaultParallelism,
+        config.model.batch_size,
+        config.spark.partitions,
+    )
+    counters = EmbedCounters.create(spark.sparkContext)
+    keys = keys_frame(spark, listing.images, partitions)
+    embedded = embed_images(keys, spec, counters, config.s3.fetch_threads)
+    # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
+    embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with timer.stage("load_and_embed"):
+            images = embedded.count()
+        rejected = [
+            (row["path"], row["error"])
+            for row in embedded.filter(F.col("features").isNull()).select("path", "error").collect()
+        ]
+    except BaseException:
+        embedded.unpersist()
+        raise
+    featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "features")
+    counts: dict[str, int] = {
+        "keys_listed": listing.keys_listed,
+        "keys_skipped": listing.skipped,
+        "images": images,
+        "featurized": images - len(rejected),
+        "rejected": len(rejected),
+        "model_images": counters.images.value,
+        "model_batches": counters.batches.value,
+    }
+    embed_seconds = timer.seconds["load_and_embed"]
+    log.info(
+        "embedded %d images over %d partitions in %.1fs (%.2f images/s): %d featurized, %d rejected",
+        images,
+        partitions,
+        embed_seconds,
+        images / embed_seconds if embed_seconds else 0.0,
+        counts["featurized"],
+        counts["rejected"],
+    )
+    return Embedded(embedded, featurized, rejected, counts, counters, partitions)
+
+
+def check_embedded(
+    embedded: Embedded, config: JobConfig, client: S3Client, run_uri: S3Uri, manifest: dict[str, Any]
+) -> None:
+    """Fail the run, with ``rejected.csv`` and a failed manifest written, when too little was featurized.
+
+    Raises:
+        TooManyRejectsError: over ``max_rejected_fraction``.
+        PipelineError: nothing could be featurized.
+    """
+    images = embedded.counts["images"]
+    try:
+        check_rejects(images, embedded.rejected, config.max_rejected_fraction)
+        if embedded.counts["featurized"] == 0:
+            raise PipelineError(f"none of the {images} images under {config.input.uri} could be featurized")
+    except FruitsFeaturesError as exc:
+        # What was rejected, and why, is kept for the person who reads the error; without
+        # _SUCCESS nothing here counts as a result.
+        manifest.update(status="failed", error=str(exc), finished_at=utc_now())
+        write_report(client, run_uri, embedded.rejected, manifest)
+        raise
+
+
+def run_details(spark: SparkSession, embedded: Embedded, timer: StageTimer, started: float) -> dict[str, Any]:
+    """The manifest's timings, Spark details and library versions, as of now."""
+    return {
+        "timings_seconds": {
+            **timer.seconds,
+            "total": round(time.perf_counter() - started, 3),
+            "executor_decode": round(embedded.counters.decode_seconds.value, 3),
+            "executor_model": round(embedded.counters.model_seconds.value, 3),
+        },
+        "spark": {
+            "version": spark.version,
+            "master": spark.sparkContext.master,
+            "default_parallelism": spark.sparkContext.defaultParallelism,
+            "partitions": embedded.partitions,
+        },
+        "versions": library_versions(),
+    }
+
+
+def pca_section(reduction: Reduction) -> dict[str, Any]:
+    """The manifest's ``pca``: k, the variance target if any, and the kept components' variance."""
+    return {
+        "k": reduction.k,
+        "variance_target": reduction.variance_target,
+        "explained_variance": reduction.explained_variance,
+        "cumulative_explained_variance": reduction.cumulative_variance,
+    }
+
+
+def class_counts(featurized: DataFrame) -> dict[str, int]:
+    """Featurized images per label (one row per class reaches the driver)."""
+    return {row["label"]: int(row["count"]) for row in featurized.groupBy("label").count().collect()}
+
+
+def run_classifier(
+    spark: SparkSession,
+    *,
+    config: JobConfig,
+    run_id: str,
+    reduction: Reduction,
+    projected: DataFrame,
+    classes: dict[str, int],
+    client: S3Client,
+    run_uri: S3Uri,
+    timer: StageTimer,
+) -> tuple[Evaluation | None, dict[str, Any]]:
+    """Train, evaluate, write predictions and metrics, save the scoring pipeline.
+
+    Returns:
+        The evaluation (its predictions persisted: the caller unpersists them), or ``None`` when
+        these images cannot train a classifier; and the manifest's ``classifier`` section.
+    """
+    settings = s3_settings(config)
+    section: dict[str, Any] = {
+        "train_fraction": config.classifier.train_fraction,
+        "seed": config.classifier.seed,
+    }
+    try:
+        with timer.stage("classifier"):
+            evaluation = train_and_evaluate(projected, classes, config.classifier)
+    except ClassifierError as exc:
+        log.warning("classifier skipped: %s", exc)
+        return None, {"status": "skipped", "reason": str(exc), **section}
+    try:
+        metrics = evaluation.metrics
+        confusions = most_confused(metrics.labels, metrics.confusion, 10)
+        with timer.stage("predictions"):
+            parts = write_features(evaluation.predictions, run_uri, settings, folder=PREDICTIONS_DIR)
+            metrics_body = {
+                **metrics.to_dict(),
+                "labels": list(metrics.labels),
+                "confusion": metrics.confusion.tolist(),
+                "most_confused": [asdict(c) for c in most_confused(metrics.labels, metrics.confusion, 50)],
+            }
+            write_object(client, run_uri.join(METRICS_FILE), json_bytes(metrics_body), "application/json")
+        with timer.stage("model_save"):
+            info = ModelInfo(
+                image_size=config.model.image_size,
+                weights=config.model.weights,
+                weights_sha256=weights_sha256(config.model.weights, settings),
+                feature_dim=FEATURE_DIM,
+                k=reduction.k,
+                variance_target=reduction.variance_target,
+                labels=evaluation.classifier.labels,
+                run_id=run_id,
+                trained_at=utc_now(),
+                spark_version=spark.version,
+            )
+            scoring = PipelineModel(stages=[*reduction.model.stages, *evaluation.classifier.stages()])
+            save_model(
+                scoring,
+                info,
+                run_uri.join(MODEL_DIR),
+                client,
+                transfer=config.classifier.model_transfer,
+                staging_dir=config.classifier.staging_dir,
+            )
+    except BaseException:
+        evaluation.predictions.unpersist()
+        raise
+    section.update(
+        status="trained",
+        classes=len(metrics.labels),
+        train_images=evaluation.train_images,
+        test_images=metrics.test_images,
+        accuracy=metrics.accuracy,
+        macro_f1=metrics.macro_f1,
+        untested_classes=list(evaluation.untested_classes),
+        most_confused=[asdict(c) for c in confusions],
+        per_class=metrics.to_dict()["per_class"],
+        prediction_files=len(parts),
+        model=str(run_uri.join(MODEL_DIR)) + "/",
+        metrics=str(run_uri.join(METRICS_FILE)),
+        predictions=str(run_uri.join(PREDICTIONS_DIR)) + "/",
+    )
+    log.info(
+        "classifier: accuracy %.3f, macro F1 %.3f on %d test images; model saved under %s",
+        metrics.accuracy,
+        metrics.macro_f1,
+        metrics.test_images,
+        section["model"],
+    )
+    return evaluation, section
+
+
+def build_report(
+    config: JobConfig,
+    *,
+    manifest: dict[str, Any],
+    reduction: Reduction,
+    projected: DataFrame,
+    classes: dict[str, int],
+    evaluation: Evaluation | None,
+    client: S3Client,
+    run_uri: S3Uri,
+) -> str:
+    """Gather the report's bounded inputs, draw it, upload ``<run>/report/``; returns its URI."""
+    sample = scatter_sample(
+        projected, most_frequent(classes, config.report.classes), config.report.points_per_class
+    )
+    examples: list[ConfusedExample] = []
+    if evaluation is not None and config.report.confused_pairs:
+        metrics = evaluation.metrics
+        confusions = most_confused(metrics.labels, metrics.confusion, config.report.confused_pairs)
+        examples = confused_examples(client, evaluation.predictions, confusions)
+    inputs = ReportInputs(
+        manifest=manifest,
+        spectrum=reduction.spectrum,
+        scatter=sample,
+        metrics=evaluation.metrics if evaluation is not None else None,
+        examples=examples,
+    )
+    report_uri = run_uri.join(REPORT_DIR)
+    with tempfile.TemporaryDirectory(prefix="fruits-report-") as scratch:
+        files = write_report_folder(inputs, Path(scratch))
+        upload_folder(client, Path(scratch), report_uri)
+    index = report_uri.join(INDEX_FILE)
+    log.info("wrote the report (%d files): %s", len(files), index)
+    return str(index)
+
+
 def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
     """Run the whole job and return where its results are.
 
@@ -154,6 +464,7 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         The run's URI and manifest.
 
     Raises:
+        ConfigError: ``classifier.model_transfer`` cannot work with this master.
         InputError: the input cannot be listed or holds no images.
         OutputError: the output cannot be written or the run's folder is not empty.
         WeightsUnavailableError: ``model.weights`` cannot be had.
@@ -174,60 +485,18 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         "started_at": utc_now(),
         "config": config.to_dict(),
     }
+    if config.classifier.enabled:
+        check_model_transfer(config, spark.sparkContext.master or "")
     listing = preflight(client, config, run_uri, timer)
 
-    partitions = partition_count(
-        len(listing.images),
-        spark.sparkContext.defaultParallelism,
-        config.model.batch_size,
-        config.spark.partitions,
-    )
-    counters = EmbedCounters.create(spark.sparkContext)
-    keys = keys_frame(spark, listing.images, partitions)
-    embedded = embed_images(keys, embed_spec(config), counters, config.s3.fetch_threads)
-    # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
-    embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = embed_listing(spark, config, embed_spec(config), listing, timer)
+    projected: DataFrame | None = None
+    evaluation: Evaluation | None = None
     try:
-        with timer.stage("load_and_embed"):
-            images = embedded.count()
-        rejected = [
-            (row["path"], row["error"])
-            for row in embedded.filter(F.col("features").isNull()).select("path", "error").collect()
-        ]
-        featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "features")
-        counts: dict[str, int] = {
-            "keys_listed": listing.keys_listed,
-            "keys_skipped": listing.skipped,
-            "images": images,
-            "featurized": images - len(rejected),
-            "rejected": len(rejected),
-            "model_images": counters.images.value,
-            "model_batches": counters.batches.value,
-        }
-        manifest["counts"] = counts
-        embed_seconds = timer.seconds["load_and_embed"]
-        log.info(
-            "embedded %d images over %d partitions in %.1fs (%.2f images/s): %d featurized, %d rejected",
-            images,
-            partitions,
-            embed_seconds,
-            images / embed_seconds if embed_seconds else 0.0,
-            counts["featurized"],
-            counts["rejected"],
-        )
-        try:
-            check_rejects(images, rejected, config.max_rejected_fraction)
-            if counts["featurized"] == 0:
-                raise PipelineError(
-                    f"none of the {images} images under {config.input.uri} could be featurized"
-                )
-        except FruitsFeaturesError as exc:
-            # What was rejected, and why, is kept for the person who reads the error; without
-            # _SUCCESS nothing here counts as a result.
-            manifest.update(status="failed", error=str(exc), finished_at=utc_now())
-            write_report(client, run_uri, rejected, manifest)
-            raise
-        if counts["featurized"] <= config.pca.k:
+        counts = manifest["counts"] = embedded.counts
+        check_embedded(embedded, config, client, run_uri, manifest)
+        featurized = embedded.featurized
+        if isinstance(config.pca.k, int) and counts["featurized"] <= config.pca.k:
             log.warning(
                 "only %d images for %d components: the trailing components carry no information",
                 counts["featurized"],
@@ -235,14 +504,19 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             )
 
         with timer.stage("reduce"):
-            reduction = fit_reduction(featurized, config.pca.k)
+            reduction = fit_reduction(
+                featurized, config.pca.k, rows=counts["featurized"], dimension=FEATURE_DIM
+            )
         log.info(
-            "fitted StandardScaler + PCA(k=%d): %.1f%% of the variance kept",
-            config.pca.k,
+            "fitted StandardScaler + PCA(k=%d%s): %.1f%% of the variance kept",
+            reduction.k,
+            "" if reduction.variance_target is None else f", the fewest for {reduction.variance_target:g}",
             100 * reduction.cumulative_variance[-1],
         )
+        # The k components of every image, persisted: written, classified and sampled for the report.
+        projected = project(featurized, reduction).persist(StorageLevel.MEMORY_AND_DISK)
         with timer.stage("write"):
-            parts = write_features(reduce_features(featurized, reduction), run_uri, settings)
+            parts = write_features(components_to_columns(projected, reduction.k), run_uri, settings)
         written = sum(part.rows for part in parts)
         if written != counts["featurized"]:
             raise PipelineError(
@@ -250,30 +524,42 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             )
         counts["part_files"] = len(parts)
         log.info("wrote %d rows in %d part files under %s", written, len(parts), run_uri.join("features"))
+        manifest["pca"] = pca_section(reduction)
 
+        classes = class_counts(featurized) if config.classifier.enabled or config.report.enabled else {}
+        if config.classifier.enabled:
+            evaluation, manifest["classifier"] = run_classifier(
+                spark,
+                config=config,
+                run_id=run_id,
+                reduction=reduction,
+                projected=projected,
+                classes=classes,
+                client=client,
+                run_uri=run_uri,
+                timer=timer,
+            )
         manifest.update(
-            status="succeeded",
-            finished_at=utc_now(),
-            pca={
-                "k": reduction.k,
-                "explained_variance": reduction.explained_variance,
-                "cumulative_explained_variance": reduction.cumulative_variance,
-            },
-            timings_seconds={
-                **timer.seconds,
-                "total": round(time.perf_counter() - started, 3),
-                "executor_decode": round(counters.decode_seconds.value, 3),
-                "executor_model": round(counters.model_seconds.value, 3),
-            },
-            spark={
-                "version": spark.version,
-                "master": spark.sparkContext.master,
-                "default_parallelism": spark.sparkContext.defaultParallelism,
-                "partitions": partitions,
-            },
-            versions=library_versions(),
+            status="succeeded", finished_at=utc_now(), **run_details(spark, embedded, timer, started)
         )
-        finish_run(client, run_uri, rejected, manifest)
+        if config.report.enabled:
+            with timer.stage("report"):
+                manifest["report"] = build_report(
+                    config,
+                    manifest=manifest,
+                    reduction=reduction,
+                    projected=projected,
+                    classes=classes,
+                    evaluation=evaluation,
+                    client=client,
+                    run_uri=run_uri,
+                )
+            manifest.update(finished_at=utc_now(), **run_details(spark, embedded, timer, started))
+        finish_run(client, run_uri, embedded.rejected, manifest)
     finally:
+        if evaluation is not None:
+            evaluation.predictions.unpersist()
+        if projected is not None:
+            projected.unpersist()
         embedded.unpersist()
     return RunResult(run_uri=str(run_uri), manifest=manifest)

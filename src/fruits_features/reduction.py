@@ -1,29 +1,60 @@
-"""Standardisation and PCA: a Spark ML pipeline fitted on the featurized rows."""
+"""Standardisation and PCA: a Spark ML pipeline fitted on the featurized rows.
+
+``pca.k`` is either a number of components or a variance target. For a target, PCA is fitted
+once with every component the data can have (Spark computes the whole covariance SVD whatever k
+is), the smallest k reaching the target is chosen from the explained variances, and a
+``VectorSlicer`` keeps only those k: the transform, the CSV and a saved model all carry k
+columns, with no second fit.
+"""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler, VectorSlicer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql.functions import col
 
+VECTOR_COL = "_vector"  # the pipeline's input: array_to_vector(features)
+COMPONENTS_COL = "_components"  # its output: the k kept components, a vector
+_SCALED_COL = "_scaled"
+_ALL_COMPONENTS_COL = "_all_components"
+
+# Cumulative variances are sums of floats: 0.1 + 0.2 + ... may land a hair under a target it
+# reaches exactly. Targets are met within this tolerance.
+_VARIANCE_TOLERANCE = 1e-9
+
 
 @dataclass(frozen=True)
 class Reduction:
-    """The fitted pipeline and what it keeps of the variance."""
+    """The fitted pipeline (``VECTOR_COL`` in, ``COMPONENTS_COL`` out) and what it keeps.
+
+    Attributes:
+        model: StandardScaler, PCA and, for a variance target, the slicer keeping k components.
+        k: the number of components kept.
+        variance_target: the fraction of variance asked for, or ``None`` when k was given.
+    """
 
     model: PipelineModel
     k: int
+    variance_target: float | None = None
+
+    @property
+    def spectrum(self) -> list[float]:
+        """Explained variance of every component the PCA computed (k, or all for a target)."""
+        pca = self.model.stages[1]
+        if not isinstance(pca, PCAModel):
+            raise TypeError(f"expected the second stage to be a PCAModel, got {type(pca).__name__}")
+        return [float(v) for v in pca.explainedVariance.toArray()]
 
     @property
     def explained_variance(self) -> list[float]:
-        """Fraction of the standardized features' variance each component explains."""
-        pca = self.model.stages[-1]
-        return [float(v) for v in pca.explainedVariance.toArray()]  # type: ignore[attr-defined]
+        """Fraction of the standardized features' variance each kept component explains."""
+        return self.spectrum[: self.k]
 
     @property
     def cumulative_variance(self) -> list[float]:
@@ -36,36 +67,100 @@ def component_names(k: int) -> list[str]:
     return [f"pc_{i}" for i in range(1, k + 1)]
 
 
-def fit_reduction(featurized: DataFrame, k: int, features_col: str = "features") -> Reduction:
-    """Fit ``StandardScaler(withMean, withStd)`` then ``PCA(k)`` on an ``array<float>`` column.
+def components_for_variance(explained: Sequence[float], target: float) -> int:
+    """The smallest k whose first k components explain at least ``target`` of the variance.
+
+    Args:
+        explained: each component's fraction of the variance, largest first.
+        target: the fraction to reach, in (0, 1].
+
+    Returns:
+        k; all of ``explained`` when even their sum falls short (the rest of the variance is
+        in components the data cannot have, e.g. beyond its rank).
+
+    Raises:
+        ValueError: for a target outside (0, 1] or no components at all.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"a variance target is in (0, 1], got {target}")
+    if not explained:
+        raise ValueError("no explained variances to choose k from")
+    for k, total in enumerate(itertools.accumulate(explained), start=1):
+        if total >= target - _VARIANCE_TOLERANCE:
+            return k
+    return len(explained)
+
+
+def fit_reduction(
+    featurized: DataFrame,
+    k: int | float,
+    features_col: str = "features",
+    *,
+    rows: int | None = None,
+    dimension: int | None = None,
+) -> Reduction:
+    """Fit ``StandardScaler(withMean, withStd)`` then PCA on an ``array<float>`` column.
 
     Args:
         featurized: rows whose ``features_col`` is non-null; persist it first, since fitting
             passes over it several times.
-        k: number of principal components.
-        features_col: the column holding the 2048 features.
+        k: an int, the number of components; or a float in (0, 1], the variance target.
+        features_col: the column holding the features (2048 for ResNet50).
+        rows: the number of rows, when the caller knows it (saves a count for a target).
+        dimension: the features' length, when the caller knows it (saves a look at one row).
 
     Returns:
-        The fitted :class:`Reduction`.
+        The fitted :class:`Reduction`, with k components kept.
+
+    Raises:
+        ValueError: for a variance target with no rows to fit.
     """
-    vectors = featurized.select(array_to_vector(col(features_col)).alias("_vector"))
-    pipeline = Pipeline(
-        stages=[
-            StandardScaler(inputCol="_vector", outputCol="_scaled", withMean=True, withStd=True),
-            PCA(k=k, inputCol="_scaled", outputCol="_components"),
-        ]
+    vectors = featurized.select(array_to_vector(col(features_col)).alias(VECTOR_COL))
+    scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=_SCALED_COL, withMean=True, withStd=True)
+    if isinstance(k, int):
+        pipeline = Pipeline(stages=[scaler, PCA(k=k, inputCol=_SCALED_COL, outputCol=COMPONENTS_COL)])
+        return Reduction(model=pipeline.fit(vectors), k=k)
+
+    if rows is None:
+        rows = featurized.count()
+    if dimension is None:
+        first = featurized.select(features_col).first()
+        dimension = len(first[0]) if first is not None else 0
+    if rows == 0 or dimension == 0:
+        raise ValueError("cannot fit PCA for a variance target on no rows")
+    # n rows span at most n dimensions: components beyond min(n, d) explain nothing.
+    full = min(rows, dimension)
+    fitted = Pipeline(stages=[scaler, PCA(k=full, inputCol=_SCALED_COL, outputCol=_ALL_COMPONENTS_COL)]).fit(
+        vectors
     )
-    return Reduction(model=pipeline.fit(vectors), k=k)
+    scaler_model, pca_model = fitted.stages
+    explained = [float(v) for v in pca_model.explainedVariance.toArray()]  # type: ignore[attr-defined]
+    chosen = components_for_variance(explained, k)
+    slicer = VectorSlicer(inputCol=_ALL_COMPONENTS_COL, outputCol=COMPONENTS_COL, indices=list(range(chosen)))
+    return Reduction(
+        model=PipelineModel(stages=[scaler_model, pca_model, slicer]), k=chosen, variance_target=float(k)
+    )
+
+
+def project(featurized: DataFrame, reduction: Reduction, features_col: str = "features") -> DataFrame:
+    """Stage: replace ``features_col`` with ``COMPONENTS_COL``, a vector of the k components."""
+    keep = [c for c in featurized.columns if c != features_col]
+    projected = reduction.model.transform(
+        featurized.withColumn(VECTOR_COL, array_to_vector(col(features_col)))
+    )
+    return projected.select(*keep, COMPONENTS_COL)
+
+
+def components_to_columns(projected: DataFrame, k: int) -> DataFrame:
+    """Stage: replace ``COMPONENTS_COL`` with the columns ``pc_1`` ... ``pc_k`` (doubles)."""
+    keep = [c for c in projected.columns if c != COMPONENTS_COL]
+    components = vector_to_array(col(COMPONENTS_COL))
+    return projected.select(
+        *keep,
+        *[components.getItem(i).alias(name) for i, name in enumerate(component_names(k))],
+    )
 
 
 def reduce_features(featurized: DataFrame, reduction: Reduction, features_col: str = "features") -> DataFrame:
     """Stage: replace ``features_col`` with the columns ``pc_1`` ... ``pc_k`` (doubles)."""
-    keep = [c for c in featurized.columns if c != features_col]
-    projected = reduction.model.transform(
-        featurized.withColumn("_vector", array_to_vector(col(features_col)))
-    )
-    components = vector_to_array(col("_components"))
-    return projected.select(
-        *keep,
-        *[components.getItem(i).alias(name) for i, name in enumerate(component_names(reduction.k))],
-    )
+    return components_to_columns(project(featurized, reduction, features_col), reduction.k)

@@ -1,0 +1,363 @@
+"""The fruit classifier: a stratified split, multinomial logistic regression on the PCA components,
+and its evaluation (accuracy, macro F1, per-class precision and recall, the confusion matrix).
+
+The split and the metrics are plain functions over counts, testable without Spark; Spark does the
+per-row work: ranking the images of each class, fitting, predicting, counting (true, predicted)
+pairs. Only per-class counts and the ``C x C`` confusion counts reach the driver.
+
+The scaler and PCA are fitted on every featurized image, as the written features are; they never
+see a label. The classifier is fitted on the training images only and evaluated on the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.ml import Transformer
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+from pyspark.ml.feature import IndexToString, StringIndexerModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from fruits_features.config import ClassifierConfig
+from fruits_features.errors import FruitsFeaturesError
+from fruits_features.reduction import COMPONENTS_COL
+
+log = logging.getLogger(__name__)
+
+TRAIN = "train"
+TEST = "test"
+SPLIT_COL = "split"
+PREDICTED_COL = "predicted"
+PROBABILITY_COL = "probability"
+_LABEL_INDEX_COL = "_label_index"
+_PREDICTION_COL = "_prediction"
+_PROBABILITIES_COL = "_probabilities"
+_RAW_PREDICTION_COL = "_raw_prediction"
+_TRAIN_COUNT_COL = "_train_count"
+
+
+class ClassifierError(FruitsFeaturesError):
+    """The classifier cannot be trained or evaluated on these images (exit code 1)."""
+
+
+def train_count(images: int, fraction: float) -> int:
+    """How many of a class's ``images`` go to training.
+
+    ``fraction * images`` rounded half up, but at least one (every class is learnt) and, for a
+    class of two or more images, at most ``images - 1`` (every such class is evaluated).
+
+    Args:
+        images: the class's featurized images.
+        fraction: ``classifier.train_fraction``, in (0, 1).
+
+    Returns:
+        The number of training images; the rest are test images.
+    """
+    if images <= 1:
+        return images
+    wanted = math.floor(fraction * images + 0.5)
+    return min(images - 1, max(1, wanted))
+
+
+def stratified_split(
+    frame: DataFrame, class_counts: Mapping[str, int], fraction: float, seed: int
+) -> DataFrame:
+    """Stage: add ``split`` (``train`` or ``test``), :func:`train_count` images of each class training.
+
+    Within a class, images are ordered by a hash of the seed and the path, so the split depends
+    only on the seed and the image set, not on partitioning or on the order rows arrive in.
+
+    Args:
+        frame: rows with ``path`` and ``label``.
+        class_counts: images per label in ``frame``.
+        fraction: the training fraction.
+        seed: changes the order within each class, hence which images train.
+    """
+    spark = frame.sparkSession
+    quotas = spark.createDataFrame(
+        [(label, train_count(count, fraction)) for label, count in sorted(class_counts.items())],
+        f"label string, {_TRAIN_COUNT_COL} int",
+    )
+    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), F.col("path")), F.col("path"))
+    ranked = frame.join(F.broadcast(quotas), on="label", how="left").withColumn(
+        "_rank", F.row_number().over(order)
+    )
+    split = F.when(F.col("_rank") <= F.col(_TRAIN_COUNT_COL), F.lit(TRAIN)).otherwise(F.lit(TEST))
+    return ranked.withColumn(SPLIT_COL, split).select(*frame.columns, SPLIT_COL)
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One class's test metrics (precision is 0 when nothing was predicted as the class)."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int  # test images of the class
+    predicted: int  # test images predicted as the class
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Test images of class ``true`` predicted as ``predicted``."""
+
+    true: str
+    predicted: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The classifier's evaluation on the test images.
+
+    Attributes:
+        labels: the classes, in the confusion matrix's order.
+        confusion: ``C x C`` counts, rows the true class, columns the predicted one.
+        accuracy: correct predictions over test images.
+        macro_f1: the unweighted mean of the F1 scores of the classes that have test images or
+            were predicted (scikit-learn's ``f1_score(average="macro")``).
+        per_class: the metrics of those classes.
+    """
+
+    labels: tuple[str, ...]
+    confusion: np.ndarray
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, ClassMetrics]
+
+    @property
+    def test_images(self) -> int:
+        """Images evaluated."""
+        return int(self.confusion.sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metrics, per class in label order."""
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "test_images": self.test_images,
+            "per_class": {
+                label: {
+                    "precision": m.precision,
+                    "recall": m.recall,
+                    "f1": m.f1,
+                    "support": m.support,
+                    "predicted": m.predicted,
+                }
+                for label, m in self.per_class.items()
+            },
+        }
+
+
+def classification_metrics(labels: Sequence[str], confusion: np.ndarray) -> Metrics:
+    """Accuracy, macro F1 and per-class precision, recall and F1 from confusion counts.
+
+    Args:
+        labels: the ``C`` classes.
+        confusion: ``C x C`` non-negative counts, rows the true class, columns the prediction.
+
+    Returns:
+        The :class:`Metrics`.
+
+    Raises:
+        ValueError: if the matrix is not ``C x C`` or holds no test image.
+    """
+    counts = np.asarray(confusion, dtype=np.int64)
+    if counts.shape != (len(labels), len(labels)):
+        raise ValueError(f"expected a {len(labels)}x{len(labels)} confusion matrix, got {counts.shape}")
+    total = int(counts.sum())
+    if total == 0:
+        raise ValueError("no test images to evaluate")
+    correct = np.diag(counts)
+    support = counts.sum(axis=1)
+    predicted = counts.sum(axis=0)
+    per_class: dict[str, ClassMetrics] = {}
+    for i, label in enumerate(labels):
+        if support[i] == 0 and predicted[i] == 0:
+            continue  # neither in the test set nor predicted: nothing to say about it
+        precision = correct[i] / predicted[i] if predicted[i] else 0.0
+        recall = correct[i] / support[i] if support[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = ClassMetrics(
+            precision=float(precision),
+            recall=float(recall),
+            f1=float(f1),
+            support=int(support[i]),
+            predicted=int(predicted[i]),
+        )
+    return Metrics(
+        labels=tuple(labels),
+        confusion=counts,
+        accuracy=float(correct.sum() / total),
+        macro_f1=float(np.mean([m.f1 for m in per_class.values()])),
+        per_class=per_class,
+    )
+
+
+def most_confused(labels: Sequence[str], confusion: np.ndarray, count: int) -> list[Confusion]:
+    """The ``count`` largest off-diagonal cells: which class is most often taken for which.
+
+    Ties are broken by the class names, so the choice is reproducible.
+    """
+    cells = [
+        Confusion(true=labels[i], predicted=labels[j], count=int(confusion[i, j]))
+        for i, j in zip(*np.nonzero(confusion), strict=True)
+        if i != j
+    ]
+    cells.sort(key=lambda cell: (-cell.count, cell.true, cell.predicted))
+    return cells[:count]
+
+
+@dataclass(frozen=True)
+class TrainedClassifier:
+    """The fitted logistic regression and the labels its class indices stand for."""
+
+    model: LogisticRegressionModel
+    labels: tuple[str, ...]
+
+    def stages(self) -> list[Transformer]:
+        """``COMPONENTS_COL`` -> ``predicted`` (the label) and ``_probabilities`` (a vector).
+
+        Appended to the reduction's stages, these make the saved scoring pipeline.
+        """
+        to_label = IndexToString(inputCol=_PREDICTION_COL, outputCol=PREDICTED_COL, labels=list(self.labels))
+        return [self.model, to_label]
+
+
+def label_indexer(labels: Sequence[str]) -> StringIndexerModel:
+    """``label`` -> ``_label_index``, the position of the label in ``labels``."""
+    return StringIndexerModel.from_labels(
+        list(labels), inputCol="label", outputCol=_LABEL_INDEX_COL, handleInvalid="error"
+    )
+
+
+def train_classifier(split: DataFrame, labels: Sequence[str], config: ClassifierConfig) -> TrainedClassifier:
+    """Fit a multinomial logistic regression on the training rows of ``split``.
+
+    Args:
+        split: rows with ``label``, ``split`` and ``COMPONENTS_COL``; persist it first, since
+            L-BFGS passes over the training rows once per iteration.
+        labels: every class, sorted; class ``i`` of the model is ``labels[i]``.
+        config: regularisation and iterations.
+    """
+    training = label_indexer(labels).transform(split.filter(F.col(SPLIT_COL) == TRAIN))
+    regression = LogisticRegression(
+        family="multinomial",
+        featuresCol=COMPONENTS_COL,
+        labelCol=_LABEL_INDEX_COL,
+        predictionCol=_PREDICTION_COL,
+        probabilityCol=_PROBABILITIES_COL,
+        rawPredictionCol=_RAW_PREDICTION_COL,
+        regParam=config.reg_param,
+        elasticNetParam=config.elastic_net_param,
+        maxIter=config.max_iter,
+    )
+    model = regression.fit(training)
+    summary = model.summary
+    log.info(
+        "fitted multinomial logistic regression: %d classes, %d iterations, final loss %.4f",
+        len(labels),
+        summary.totalIterations,
+        summary.objectiveHistory[-1] if summary.objectiveHistory else float("nan"),
+    )
+    return TrainedClassifier(model=model, labels=tuple(labels))
+
+
+def with_predictions(frame: DataFrame, stages: Sequence[Transformer]) -> DataFrame:
+    """Apply ``stages`` to ``frame`` and keep its columns plus ``predicted`` and ``probability``.
+
+    ``probability`` is the model's probability of the predicted class.
+    """
+    transformed = frame
+    for stage in stages:
+        transformed = stage.transform(transformed)
+    keep = [c for c in frame.columns if not c.startswith("_")]
+    return transformed.select(
+        *keep,
+        F.col(PREDICTED_COL),
+        F.array_max(vector_to_array(F.col(_PROBABILITIES_COL))).alias(PROBABILITY_COL),
+    )
+
+
+def confusion_counts(predictions: DataFrame, labels: Sequence[str]) -> np.ndarray:
+    """The test rows' ``C x C`` confusion counts; one row per non-empty cell reaches the driver."""
+    index = {label: i for i, label in enumerate(labels)}
+    cells = predictions.filter(F.col(SPLIT_COL) == TEST).groupBy("label", PREDICTED_COL).count().collect()
+    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for row in cells:
+        counts[index[row["label"]], index[row[PREDICTED_COL]]] = int(row["count"])
+    return counts
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the classifier stage produced."""
+
+    classifier: TrainedClassifier
+    predictions: DataFrame  # path, label, split, predicted, probability: every image; persisted
+    metrics: Metrics
+    train_images: int
+    untested_classes: tuple[str, ...]  # classes of one image: trained on, never evaluated
+
+
+def train_and_evaluate(
+    projected: DataFrame, class_counts: Mapping[str, int], config: ClassifierConfig
+) -> Evaluation:
+    """Split, fit on the training rows, predict every row, evaluate on the test rows.
+
+    Args:
+        projected: ``path, label, COMPONENTS_COL`` for every featurized image; persisted by the
+            caller (the split, the fit and the predictions each pass over it).
+        class_counts: images per label.
+        config: the ``classifier`` section.
+
+    Returns:
+        The classifier, the predictions (persisted: the caller unpersists them) and the metrics.
+
+    Raises:
+        ClassifierError: fewer than two classes, or no class with two images to test on.
+    """
+    labels = sorted(class_counts)
+    if len(labels) < 2:
+        raise ClassifierError(f"a classifier needs at least two classes, found {len(labels)}: {labels}")
+    quotas = {label: train_count(n, config.train_fraction) for label, n in class_counts.items()}
+    train_images = sum(quotas.values())
+    if train_images == sum(class_counts.values()):
+        raise ClassifierError("no class has two or more images: nothing is left to test the classifier on")
+    untested = tuple(label for label in labels if class_counts[label] == quotas[label])
+    if untested:
+        log.warning(
+            "%d classes have a single image, used for training only: %s", len(untested), list(untested)
+        )
+
+    split = stratified_split(projected, class_counts, config.train_fraction, config.seed)
+    classifier = train_classifier(split, labels, config)
+    # Persisted: counted here, then written and sampled for the report.
+    predictions = with_predictions(split, classifier.stages()).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        metrics = classification_metrics(labels, confusion_counts(predictions, labels))
+    except BaseException:
+        predictions.unpersist()
+        raise
+    log.info(
+        "classifier on %d test images of %d classes: accuracy %.3f, macro F1 %.3f",
+        metrics.test_images,
+        len(labels),
+        metrics.accuracy,
+        metrics.macro_f1,
+    )
+    return Evaluation(
+        classifier=classifier,
+        predictions=predictions,
+        metrics=metrics,
+        train_images=train_images,
+        untested_classes=untested,
+    )

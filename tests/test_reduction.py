@@ -1,0 +1,142 @@
+"""``pca.k`` as a count or a variance target, on synthetic data whose spectrum is known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fruits_features.config import apply_overrides, build_config
+from fruits_features.errors import ConfigError
+from fruits_features.reduction import (
+    components_for_variance,
+    components_to_columns,
+    fit_reduction,
+    project,
+    reduce_features,
+)
+
+# Ten features in three blocks of exact copies of one latent variable each (5, 3 and 2 copies),
+# the latents exactly uncorrelated in the sample. Standardized, every feature has variance 1 and
+# the covariance is block-diagonal with all-ones blocks: eigenvalues 5, 3, 2 and seven zeros, so
+# the components explain exactly 50%, 30% and 20% of the variance.
+BLOCKS = (5, 3, 2)
+SPECTRUM = [0.5, 0.3, 0.2]
+
+
+def synthetic_features(rows: int = 40, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(size=(rows, len(BLOCKS)))
+    raw -= raw.mean(axis=0)
+    latents, _ = np.linalg.qr(raw)  # orthonormal, and centred since raw's columns were
+    scales = rng.uniform(0.5, 20.0, size=sum(BLOCKS))  # standardization must undo these
+    offsets = rng.uniform(-100.0, 100.0, size=sum(BLOCKS))
+    columns = np.repeat(latents, BLOCKS, axis=1)
+    return np.asarray(columns * scales + offsets, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def frame(spark):
+    values = synthetic_features()
+    rows = [(f"s3://b/i/K/{i}.jpg", "K", [float(v) for v in row]) for i, row in enumerate(values)]
+    return spark.createDataFrame(rows, "path string, label string, features array<float>").cache()
+
+
+@pytest.mark.parametrize(
+    ("target", "k"),
+    [(0.3, 1), (0.5, 1), (0.51, 2), (0.8, 2), (0.800001, 3), (0.95, 3), (1.0, 3)],
+)
+def test_smallest_k_reaching_the_target_is_chosen(target: float, k: int) -> None:
+    assert components_for_variance(SPECTRUM, target) == k
+
+
+def test_a_target_beyond_the_data_keeps_every_component() -> None:
+    assert components_for_variance([0.6, 0.3], 1.0) == 2
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5])
+def test_a_target_outside_zero_one_is_refused(target: float) -> None:
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        components_for_variance(SPECTRUM, target)
+
+
+@pytest.mark.parametrize(("target", "k"), [(0.45, 1), (0.75, 2), (0.9, 3)])
+def test_variance_target_picks_k_on_data_with_a_known_spectrum(frame, target: float, k: int) -> None:
+    reduction = fit_reduction(frame, target)
+
+    assert reduction.k == k
+    assert reduction.variance_target == target
+    np.testing.assert_allclose(reduction.explained_variance, SPECTRUM[:k], atol=1e-6)
+    np.testing.assert_allclose(reduction.spectrum[:3], SPECTRUM, atol=1e-6)
+    np.testing.assert_allclose(reduction.spectrum[3:], 0.0, atol=1e-6)
+
+
+def test_only_the_chosen_components_are_written(frame) -> None:
+    reduction = fit_reduction(frame, 0.75)
+
+    reduced = reduce_features(frame, reduction).toPandas()
+
+    assert list(reduced.columns) == ["path", "label", "pc_1", "pc_2"]
+    # The kept components are the data's first two principal directions: their variances are
+    # the top two eigenvalues of the standardized covariance, 5 and 3.
+    np.testing.assert_allclose(reduced[["pc_1", "pc_2"]].var(ddof=1).to_numpy(), [5.0, 3.0], rtol=1e-5)
+    vectors = project(frame, reduction).select("_components").collect()
+    assert {len(row[0]) for row in vectors} == {2}
+
+
+def test_a_component_count_is_used_as_given(frame) -> None:
+    reduction = fit_reduction(frame, 4)
+
+    assert reduction.k == 4
+    assert reduction.variance_target is None
+    np.testing.assert_allclose(reduction.explained_variance, [*SPECTRUM, 0.0], atol=1e-6)
+    columns = components_to_columns(project(frame, reduction), reduction.k).columns
+    assert columns == ["path", "label", "pc_1", "pc_2", "pc_3", "pc_4"]
+
+
+def test_saved_and_loaded_reduction_gives_the_same_components(frame, tmp_path) -> None:
+    from pyspark.ml import PipelineModel
+
+    reduction = fit_reduction(frame, 0.75)
+    reduction.model.write().save(tmp_path.as_uri() + "/model")
+    loaded = type(reduction)(model=PipelineModel.load(tmp_path.as_uri() + "/model"), k=reduction.k)
+
+    before = reduce_features(frame, reduction).toPandas()
+    after = reduce_features(frame, loaded).toPandas()
+
+    np.testing.assert_array_equal(after[["pc_1", "pc_2"]].to_numpy(), before[["pc_1", "pc_2"]].to_numpy())
+
+
+MINIMAL = {"input": {"uri": "s3://in-bucket/images/"}, "output": {"uri": "s3://out-bucket/features/"}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "k", "target"), [("50", 50, None), ("1", 1, None), ("0.9", 0.9, 0.9), ("1.0", 1.0, 1.0)]
+)
+def test_pca_k_is_a_count_when_an_integer_and_a_variance_target_when_a_float(
+    raw: str, k: float, target
+) -> None:
+    config = build_config(apply_overrides(MINIMAL, [f"pca.k={raw}"]))
+    assert config.pca.k == k
+    assert type(config.pca.k) is type(k)
+    assert config.pca.variance_target == target
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("0", "config key 'pca.k': Input should be greater than or equal to 1"),
+        ("4096", "config key 'pca.k': Input should be at most 2048"),
+        ("1.5", "config key 'pca.k': a float is a variance target, in (0, 1]"),
+        ("0.0", "config key 'pca.k': a float is a variance target, in (0, 1]"),
+        (
+            "true",
+            "config key 'pca.k': Input should be a number of components (an integer 1-2048) or a variance",
+        ),
+        ("ninety", "(got 'ninety')"),
+    ],
+)
+def test_a_k_that_is_neither_is_refused_naming_both_readings(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(apply_overrides(MINIMAL, [f"pca.k={raw}"]))
+    assert message in str(caught.value)
+    assert "variance target" in str(caught.value)

@@ -1,0 +1,192 @@
+"""The report's drawing and page, from synthetic inputs (no Spark), and in headless Chromium."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fruits_features.classifier import classification_metrics, most_confused
+from fruits_features.decoding import decode_image
+from fruits_features.report import (
+    CONFUSED_CLASSES_PNG,
+    CONFUSION_PNG,
+    PAIRS_PNG,
+    SCATTER_PNG,
+    VARIANCE_PNG,
+    ConfusedExample,
+    ReportInputs,
+    confused_classes,
+    most_frequent,
+    render_html,
+    row_normalised,
+    write_report_folder,
+)
+from report_checks import check_report_folder, open_in_chromium
+
+SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
+LABELS = [p.name for p in sorted(SAMPLE.iterdir()) if p.is_dir()][:12]
+
+
+def synthetic_manifest(k: int = 8, target: float | None = 0.6) -> dict[str, Any]:
+    spectrum = synthetic_spectrum()
+    return {
+        "run_id": "20261126T050000Z-abc123",
+        "status": "succeeded",
+        "input": "s3://fruits-demo/images/",
+        "output": "s3://fruits-demo/features/20261126T050000Z-abc123",
+        "started_at": "2026-11-26T05:00:00Z",
+        "counts": {"keys_listed": 120, "keys_skipped": 0, "images": 120, "featurized": 119, "rejected": 1},
+        "pca": {
+            "k": k,
+            "variance_target": target,
+            "explained_variance": spectrum[:k],
+            "cumulative_explained_variance": list(itertools.accumulate(spectrum[:k])),
+        },
+        "classifier": {"train_images": 84, "train_fraction": 0.7, "seed": 42, "untested_classes": []},
+        "timings_seconds": {"list": 0.1, "load_and_embed": 20.5, "reduce": 1.2, "total": 30.0},
+        "spark": {"version": "4.0.5", "master": "local[2]"},
+        "versions": {"python": "3.11", "pyspark": "4.0.5"},
+    }
+
+
+def synthetic_spectrum() -> list[float]:
+    values = 0.8 ** np.arange(30)
+    return list(values / values.sum())
+
+
+def synthetic_confusion() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    confusion = np.diag(rng.integers(2, 5, size=len(LABELS)))
+    confusion[0, 1] = 3  # Apple Braeburn taken for Apple Crimson Snow
+    confusion[2, 3] = 2
+    confusion[4, 3] = 1
+    return confusion
+
+
+def thumbnail(label: str) -> np.ndarray:
+    path = sorted((SAMPLE / label).glob("*.jpg"))[0]
+    return decode_image(path.read_bytes(), 100, 10**8)
+
+
+def synthetic_inputs(with_classifier: bool = True) -> ReportInputs:
+    rng = np.random.default_rng(0)
+    scatter = pd.DataFrame(
+        [
+            (label, rng.normal(i, 0.5), rng.normal(-i, 0.5))
+            for i, label in enumerate(LABELS[:5])
+            for _ in range(20)
+        ],
+        columns=["label", "pc_1", "pc_2"],
+    )
+    if not with_classifier:
+        manifest = synthetic_manifest()
+        del manifest["classifier"]
+        return ReportInputs(manifest=manifest, spectrum=synthetic_spectrum(), scatter=scatter)
+    metrics = classification_metrics(LABELS, synthetic_confusion())
+    confusions = most_confused(LABELS, metrics.confusion, 3)
+    examples = [
+        ConfusedExample(
+            confusion=c,
+            image_path=f"s3://b/images/{c.true}/x.jpg",
+            reference_path=f"s3://b/images/{c.predicted}/y.jpg",
+            image=thumbnail(c.true),
+            reference=None if n == 2 else thumbnail(c.predicted),  # one image could not be read
+        )
+        for n, c in enumerate(confusions)
+    ]
+    return ReportInputs(
+        manifest=synthetic_manifest(),
+        spectrum=synthetic_spectrum(),
+        scatter=scatter,
+        metrics=metrics,
+        examples=examples,
+    )
+
+
+def test_report_folder_holds_the_page_and_every_picture_it_refers_to(tmp_path: Path) -> None:
+    written = write_report_folder(synthetic_inputs(), tmp_path)
+
+    images = check_report_folder(tmp_path)
+
+    assert set(images) == {VARIANCE_PNG, SCATTER_PNG, CONFUSION_PNG, CONFUSED_CLASSES_PNG, PAIRS_PNG}
+    assert sorted(p.name for p in written) == sorted(["index.html", *images])
+
+
+def test_report_opens_in_headless_chromium_without_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    write_report_folder(synthetic_inputs(), folder)
+
+    open_in_chromium(folder, tmp_path / "screenshot.png", tmp_path)
+
+
+def test_a_picture_the_browser_cannot_decode_is_caught(tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    write_report_folder(synthetic_inputs(), folder)
+    (folder / SCATTER_PNG).write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+
+    with pytest.raises(AssertionError, match="images the browser could not show"):
+        open_in_chromium(folder, tmp_path / "screenshot.png", tmp_path)
+
+
+def test_report_without_a_classifier_shows_the_components_only(tmp_path: Path) -> None:
+    inputs = synthetic_inputs(with_classifier=False)
+
+    write_report_folder(inputs, tmp_path)
+
+    assert set(check_report_folder(tmp_path)) == {VARIANCE_PNG, SCATTER_PNG}
+    page = (tmp_path / "index.html").read_text()
+    assert "Not run (<code>classifier.enabled</code> is false)" in page
+    assert "test accuracy" not in page
+
+
+def test_page_states_the_numbers_of_the_manifest_and_metrics() -> None:
+    inputs = synthetic_inputs()
+    assert inputs.metrics is not None
+
+    page = render_html(inputs, {})
+
+    assert "k = 8 components, the fewest reaching the variance target of 60.0%" in page
+    kept = inputs.manifest["pca"]["cumulative_explained_variance"][-1]
+    assert f"keep {100 * kept:.1f}% of the variance" in page
+    assert f"Test accuracy <strong>{100 * inputs.metrics.accuracy:.1f}%</strong>" in page
+    assert f"macro F1 <strong>{inputs.metrics.macro_f1:.3f}</strong>" in page
+    assert '<td class="num">20.5</td>' in page  # the embed stage's seconds
+    assert "<img" not in page  # no picture drawn, none referred to
+
+
+def test_class_names_and_paths_are_escaped_in_the_page() -> None:
+    inputs = synthetic_inputs(with_classifier=False)
+    manifest = {**inputs.manifest, "input": "s3://b/<script>alert(1)</script>/", "run_id": "a&b"}
+
+    page = render_html(ReportInputs(manifest=manifest, spectrum=inputs.spectrum), {})
+
+    assert "<script>" not in page
+    assert "s3://b/&lt;script&gt;alert(1)&lt;/script&gt;/" in page
+    assert "run <code>a&amp;b</code>" in page
+
+
+def test_rows_are_normalised_and_rows_without_test_images_stay_zero() -> None:
+    shares = row_normalised(np.array([[3, 1], [0, 0]]))
+    np.testing.assert_allclose(shares, [[0.75, 0.25], [0.0, 0.0]])
+
+
+def test_confused_classes_keep_their_order_of_appearance_up_to_the_limit() -> None:
+    confusions = most_confused(
+        ["a", "b", "c", "d"], np.array([[1, 4, 0, 0], [0, 1, 0, 0], [0, 2, 1, 3], [0, 0, 0, 1]]), 5
+    )
+    assert [(c.true, c.predicted, c.count) for c in confusions] == [
+        ("a", "b", 4),
+        ("c", "d", 3),
+        ("c", "b", 2),
+    ]
+    assert confused_classes(confusions) == ["a", "b", "c", "d"]
+    assert confused_classes(confusions, limit=3) == ["a", "b", "c"]
+
+
+def test_most_frequent_classes_break_ties_by_name() -> None:
+    assert most_frequent({"Kiwi": 3, "Apple": 5, "Banana": 3, "Cherry": 1}, 3) == ["Apple", "Banana", "Kiwi"]
