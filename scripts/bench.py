@@ -12,7 +12,7 @@ Measures, on N images copied from ../shared/data/fruits360-dev into a local S3 e
 
 Subcommands: `run` (the above, plus a scaling run over several N), `knobs` (one job per setting of
 each tuning knob), `image-size` (224 against the native 100x100: throughput and the accuracy of a
-logistic regression on the components, fixed split). Each writes JSON and a PNG under
+job's own classifier on the components, fixed split). Each writes JSON and a PNG under
 bench/results/ and prints a table.
 """
 
@@ -35,8 +35,8 @@ import numpy as np
 import psutil
 
 from fruits_features.cli import new_run_id
-from fruits_features.local_s3 import download_tree, local_s3
-from fruits_features.storage import S3Uri, s3_client
+from fruits_features.local_s3 import local_s3
+from fruits_features.storage import s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = ROOT.parent / "shared" / "data" / "fruits360-dev"
@@ -173,6 +173,8 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         *("--config", str(ROOT / "conf" / "local.yaml")),
         *("--input", f"s3://{BUCKET}/{prefix}/", "--output", f"s3://{BUCKET}/out/", "--run-id", run_id),
         *("--set", f"model.weights={weights}"),
+        # The feature job alone (list, load, embed, PCA, write): no classifier or report unless asked.
+        *("--set", "classifier.enabled=false", "--set", "report.enabled=false"),
     ]
     for item in overrides:
         command += ["--set", item]
@@ -202,6 +204,7 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         "model_images": manifest["counts"]["model_images"],
         "featurized": manifest["counts"]["featurized"],
         "peak_memory_mib": sampler.peaks_mib,
+        "classifier": manifest.get("classifier"),
     }
 
 
@@ -376,40 +379,15 @@ def cmd_knobs(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def class_split(paths: list[str]) -> tuple[list[int], list[int]]:
-    """A fixed split: per class, the first 7 file names (sorted) train, the rest test."""
-    by_class: dict[str, list[int]] = {}
-    for index, path in enumerate(paths):
-        by_class.setdefault(path.rsplit("/", 2)[-2], []).append(index)
-    train: list[int] = []
-    test: list[int] = []
-    for indices in by_class.values():
-        ordered = sorted(indices, key=lambda i: paths[i])
-        train += ordered[:7]
-        test += ordered[7:]
-    return train, test
-
-
 def cmd_image_size(args: argparse.Namespace) -> None:
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
     rows: list[dict[str, Any]] = []
     with local_s3():
-        client = s3_client()
-        client.create_bucket(Bucket=BUCKET)
+        s3_client().create_bucket(Bucket=BUCKET)
         n = stage_images(len(dev_images(args.data)), args.data, "dev")
         for size in (224, 100):
-            job = run_job("dev", n, args.weights, [f"model.image_size={size}"], args.master)
-            local = RESULTS / f"image-size-{size}"
-            download_tree(client, S3Uri(BUCKET, f"out/{job['run_id']}/features/"), local)
-            frame = pd.concat(pd.read_csv(p) for p in sorted(local.glob("part-*.csv")))
-            frame = frame.sort_values("path").reset_index(drop=True)
-            train, test = class_split(frame["path"].tolist())
-            x = frame.filter(like="pc_").to_numpy()
-            y = frame["label"].to_numpy()
-            model = LogisticRegression(max_iter=5000).fit(x[train], y[train])
-            accuracy = float((model.predict(x[test]) == y[test]).mean())
+            # The job's own classifier: per class 70% train (7 of 10 images), seed 42.
+            classify = ["classifier.enabled=true", "classifier.train_fraction=0.7", "classifier.seed=42"]
+            job = run_job("dev", n, args.weights, [f"model.image_size={size}", *classify], args.master)
             ceiling = ceilings(
                 image_size=size,
                 batch_size=32,
@@ -418,27 +396,30 @@ def cmd_image_size(args: argparse.Namespace) -> None:
                 data=args.data,
                 images=320,
             )
+            scores = job["classifier"]
             rows.append(
                 {
                     "image_size": size,
                     "job": job,
                     "ceiling": ceiling,
-                    "accuracy": accuracy,
-                    "test_images": len(test),
+                    "accuracy": scores["accuracy"],
+                    "macro_f1": scores["macro_f1"],
+                    "test_images": scores["test_images"],
                 }
             )
             print(
-                f"{size}px: {job['images_per_s']:.2f} images/s end to end, accuracy {accuracy:.3f}",
-                flush=True,
+                f"{size}px: {job['images_per_s']:.2f} images/s, accuracy {scores['accuracy']:.3f}", flush=True
             )
-    path = save("image-size", {"split": "per class: first 7 files train, last 3 test", "rows": rows})
+    split = "classifier.train_fraction 0.7, seed 42 (7 train, 3 test images per class)"
+    path = save("image-size", {"split": split, "rows": rows})
     header = (
         "image size",
         "job img/s",
         "model ceiling img/s",
         "embed s",
         "total s",
-        "accuracy (LR on 50 PCs)",
+        "accuracy",
+        "macro F1",
     )
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
@@ -451,6 +432,7 @@ def cmd_image_size(args: argparse.Namespace) -> None:
                 f"{timings['load_and_embed']:.1f}",
                 f"{timings['total']:.1f}",
                 f"{r['accuracy']:.3f}",
+                f"{r['macro_f1']:.3f}",
             )
         )
     print(table(lines))
