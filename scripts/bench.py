@@ -260,9 +260,13 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
         result["ceilings"]["decode_images_per_s"],
         result["job"]["images_per_s"],
     ]
-    left.barh(names, rates, color=["#4c72b0", "#8c8c8c", "#dd8452"])
-    left.set_xscale("log")
-    left.set_xlabel("images/s (log scale)")
+    # The decode ceiling is an order of magnitude above the others: drawn cut, labelled with its value.
+    shown = min(max(rates), 2.5 * max(rates[0], rates[2]))
+    left.barh(names, [min(rate, shown) for rate in rates], color=["#4c72b0", "#8c8c8c", "#dd8452"])
+    for row, rate in enumerate(rates):
+        left.text(min(rate, shown), row, f" {rate:.1f}", va="center")
+    left.set_xlim(0, shown * 1.25)
+    left.set_xlabel("images/s")
     left.set_title(f"throughput; job / model ceiling = {result['ratio']:.2f}")
     stages = ["list", "preflight", "load_and_embed", "reduce", "write"]
     seconds = [result["job"]["timings_seconds"].get(s, 0.0) for s in stages]
@@ -291,7 +295,7 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
         twin.set_ylim(bottom=0)
         right.legend(loc="upper left")
         twin.legend(loc="lower right")
-        right.set_title("scaling: time linear, memory flat")
+        right.set_title("scaling: job time and peak memory against N")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

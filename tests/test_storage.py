@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fruits_features.errors import InputError, OutputError
+from fruits_features.loading import partition_count
 from fruits_features.storage import (
     S3Settings,
     S3Uri,
@@ -123,3 +124,13 @@ def test_expected_bucket_owner_is_added_only_where_s3_accepts_it() -> None:
     assert sent["GetObject"]["ExpectedBucketOwner"] == "123456789012"
     assert sent["PutObject"]["ExpectedBucketOwner"] == "123456789012"
     assert "ExpectedBucketOwner" not in sent["ListBuckets"]
+
+
+@pytest.mark.parametrize(
+    ("images", "parallelism", "configured", "expected"),
+    [(1000, 2, 0, 2), (40, 4, 0, 2), (1, 8, 0, 1), (90_000, 64, 0, 64), (1000, 2, 7, 7)],
+)
+def test_partition_count_is_one_task_per_core_unless_configured(
+    images: int, parallelism: int, configured: int, expected: int
+) -> None:
+    assert partition_count(images, parallelism, 32, configured) == expected
