@@ -23,13 +23,11 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The job's arguments (the contract other tools call it with)."""
-    parser = _Parser(
-        prog="extract_features.py",
-        description="S3 images -> ResNet50 features -> StandardScaler + PCA -> labelled CSV on S3.",
-    )
+def _job_parser(prog: str, description: str, *, model: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="YAML config, e.g. conf/local.yaml")
+    if model:
+        parser.add_argument("--model", required=True, help="s3://bucket/prefix/<training run>/model/")
     parser.add_argument("--input", help="s3://bucket/prefix/ of <Class>/<file> images (input.uri)")
     parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
     parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
@@ -44,26 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (the contract other tools call it with)."""
+    return _job_parser(
+        "extract_features.py",
+        "S3 images -> ResNet50 features -> StandardScaler + PCA -> labelled CSV on S3.",
+    )
+
+
 def build_score_parser() -> argparse.ArgumentParser:
     """The scoring job's arguments: the feature job's, plus the model to apply."""
-    parser = _Parser(
-        prog="score.py",
-        description="S3 images -> ResNet50 features -> a saved scaler + PCA + classifier -> labels.",
+    return _job_parser(
+        "score.py",
+        "S3 images -> ResNet50 features -> a saved scaler + PCA + classifier -> labels.",
+        model=True,
     )
-    parser.add_argument("--config", required=True, help="YAML config, e.g. conf/local.yaml")
-    parser.add_argument("--model", required=True, help="s3://bucket/prefix/<training run>/model/")
-    parser.add_argument("--input", help="s3://bucket/prefix/ of the images to score (input.uri)")
-    parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
-    parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config key, e.g. --set model.weights=/path/w.h5 (repeatable)",
-    )
-    return parser
 
 
 def new_run_id() -> str:
