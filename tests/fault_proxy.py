@@ -1,6 +1,7 @@
 """An HTTP proxy in front of the local S3 server that fails a fraction of requests.
 
-Faults, chosen at random (seeded) for a fraction of requests:
+Faults, on every ``every``-th request of each HTTP method, cycling through the kinds that apply
+to it (so each kind is sure to occur once a method has seen enough requests):
 
 - ``slowdown``: answers ``503 SlowDown`` with S3's XML error body, as S3 does when throttling;
 - ``drop``: reads the request, then closes the connection without answering;
@@ -14,7 +15,6 @@ headers are recorded, so tests can check what the client sent.
 from __future__ import annotations
 
 import http.client
-import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,11 +44,11 @@ class RecordedRequest:
 class FaultPlan:
     """Which requests fail, and how."""
 
-    fraction: float = 0.0
+    every: int = 0  # 0: no faults
     kinds: tuple[str, ...] = ("slowdown", "drop", "truncate")
     methods: tuple[str, ...] = ("GET", "PUT", "HEAD", "POST")
     deny: tuple[str, ...] = ()
-    seed: int = 7
+    seen: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     requests: list[RecordedRequest] = field(default_factory=list)
 
@@ -59,7 +59,6 @@ class FaultProxy:
     def __init__(self, upstream: str, plan: FaultPlan) -> None:
         self.upstream = urlsplit(upstream)
         self.plan = plan
-        self._random = random.Random(plan.seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -82,10 +81,12 @@ class FaultProxy:
 
     def _choose_fault(self, method: str) -> str | None:
         with self._lock:
-            if method in self.plan.methods and self._random.random() < self.plan.fraction:
-                kinds = [k for k in self.plan.kinds if k != "truncate" or method == "GET"]
-                return self._random.choice(kinds) if kinds else None
-            return None
+            self.plan.seen[method] += 1
+            count = self.plan.seen[method]
+            if method not in self.plan.methods or not self.plan.every or count % self.plan.every:
+                return None
+            kinds = [k for k in self.plan.kinds if k != "truncate" or method == "GET"]
+            return kinds[(count // self.plan.every - 1) % len(kinds)] if kinds else None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
