@@ -129,12 +129,9 @@ class ModelInfo:
 
 
 def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """The hex SHA-256 of a file (``hashlib.file_digest`` reads it in blocks)."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def weights_sha256(weights: str, s3: S3Settings) -> str:

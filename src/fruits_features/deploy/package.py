@@ -208,11 +208,8 @@ def requirements_text(pins: Iterable[Pin], constraints_name: str = CONSTRAINTS) 
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _build_wheel(root: Path, dist: Path, python: str) -> Path:
