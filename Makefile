@@ -7,6 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 # Model weights: a local .h5 path or an s3:// URI; empty means Keras' own `imagenet` download.
 FRUITS_WEIGHTS ?=
 export FRUITS_WEIGHTS
+# The ONNX export of those weights that the onnxruntime engine runs (conf/local.yaml), made by
+# `make export-onnx` and verified against Keras on the bundled sample images.
+FRUITS_ONNX ?= build/models/resnet50-notop.224px.onnx
+export FRUITS_ONNX
+EXPORT_ONNX = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests/data/fruits360-sample \
+	$(if $(FRUITS_WEIGHTS),--set model.weights=$(abspath $(FRUITS_WEIGHTS))) --set model.onnx=$(FRUITS_ONNX)
 # A second environment with the Spark that EMR 7 runs (emr-7.13.0: Spark 3.5.6-amzn-2), on the Python
 # both Spark lines support and the EMR nodes get (3.11); every other pin comes from constraints.txt.
 PYTHON311 ?= python3.11
@@ -25,14 +31,21 @@ $(STAMP): pyproject.toml constraints.txt
 	@scripts/check_prereqs.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,export]"
 	@touch $@
 
 .PHONY: setup
 setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
 
+$(FRUITS_ONNX): | $(STAMP)
+	$(EXPORT_ONNX)
+
+.PHONY: export-onnx
+export-onnx: $(STAMP) ## Export ResNet50 (FRUITS_WEIGHTS) to ONNX at FRUITS_ONNX, verified against Keras
+	$(EXPORT_ONNX)
+
 .PHONY: run
-run: $(STAMP) ## Run the job on the bundled sample images against a local S3 endpoint; results in output/
+run: $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample images against a local S3 endpoint; results in output/
 	@scripts/check_prereqs.sh $(PY)
 	$(PY) scripts/run_local.py
 
@@ -44,19 +57,21 @@ test: $(STAMP) ## Run the whole test suite (unit and integration)
 # Benchmark sizes: N images for the headline, SCALING for the scaling run.
 N ?= 1000
 SCALING ?= 250,4000
+# The engine bench-knobs and bench-image-size measure (make bench measures both).
+ENGINE ?= onnxruntime
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark ceilings, the job end to end and its scaling; results in bench/results/ (N=1000)
+bench: $(STAMP) ## Benchmark both engines: ceilings, the job end to end, scaling; results in bench/results/ (N=1000)
 	@scripts/check_prereqs.sh $(PY)
 	$(PY) scripts/bench.py run --n $(N) --scaling $(SCALING)
 
 .PHONY: bench-knobs
 bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images
-	$(PY) scripts/bench.py knobs --n $(N)
+	$(PY) scripts/bench.py knobs --n $(N) --engines $(ENGINE)
 
 .PHONY: bench-image-size
 bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set
-	$(PY) scripts/bench.py image-size
+	$(PY) scripts/bench.py image-size --engines $(ENGINE)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy
@@ -79,7 +94,7 @@ $(STAMP35): pyproject.toml constraints.txt
 	echo '*' > $(VENV35)/.gitignore  # as Python 3.13's venv does: git never sees the environment
 	$(VENV35)/bin/python -m pip install --quiet --upgrade pip
 	sed -e 's/^pyspark==.*/pyspark==$(SPARK35)/' -e 's/^py4j==.*/py4j==$(PY4J35)/' constraints.txt > $(VENV35)/constraints.txt
-	$(VENV35)/bin/python -m pip install --quiet -c $(VENV35)/constraints.txt -e ".[dev]"
+	$(VENV35)/bin/python -m pip install --quiet -c $(VENV35)/constraints.txt -e ".[dev,export]"
 	@touch $@
 
 .PHONY: setup-spark35

@@ -10,10 +10,13 @@ Measures, on N images copied from ../shared/data/fruits360-dev into a local S3 e
    the driver (JVM and Python) and of the Python workers;
 4. the ratio job / model ceiling.
 
-Subcommands: `run` (the above, plus a scaling run over several N), `knobs` (one job per setting of
-each tuning knob), `image-size` (224 against the native 100x100: throughput and the accuracy of a
-job's own classifier on the components, fixed split). Each writes JSON and a PNG under
-bench/results/ and prints a table.
+Each engine (`--engines`, default both: onnxruntime and tensorflow) is measured against its own
+ceiling; the ONNX files come from `jobs/export_onnx.py` (exported on first use into build/models/).
+
+Subcommands: `run` (the above for each engine, plus a scaling run over several N), `knobs` (one
+job per setting of each tuning knob, one engine), `image-size` (224 against the native 100x100:
+throughput and the accuracy of a job's own classifier on the components, fixed split). Each writes
+JSON (and `run` a PNG) under bench/results/ and prints a table.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from fruits_features.storage import s3_client
 ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = ROOT.parent / "shared" / "data" / "fruits360-dev"
 RESULTS = ROOT / "bench" / "results"
+MODELS = ROOT / "build" / "models"
+ENGINES = ("onnxruntime", "tensorflow")
 BUCKET = "fruits-bench"
 CORES = os.cpu_count() or 1
 
@@ -67,45 +72,98 @@ def stage_images(n: int, data: Path, prefix: str) -> int:
 # ---------------------------------------------------------------- ceilings (in a fresh process)
 
 
+def onnx_file(weights: str, image_size: int) -> str:
+    """The ONNX export of ``weights`` at ``image_size`` under build/models/, exported when missing.
+
+    An existing file is reused only if it passes the job's own check (same weights and size).
+    """
+    from fruits_features.errors import FruitsFeaturesError
+    from fruits_features.onnx_model import check_onnx
+    from fruits_features.storage import S3Settings
+
+    path = MODELS / f"resnet50-notop.{image_size}px.onnx"
+    if path.exists():
+        try:
+            check_onnx(str(path), weights, image_size, S3Settings())
+            return str(path)
+        except FruitsFeaturesError as exc:
+            print(f"re-exporting {path}: {exc}", flush=True)
+    command = [
+        sys.executable,
+        str(ROOT / "jobs" / "export_onnx.py"),
+        *("--config", str(ROOT / "conf" / "local.yaml")),
+        *("--samples", str(ROOT / "tests" / "data" / "fruits360-sample")),
+        *("--set", f"model.weights={weights}", "--set", f"model.image_size={image_size}"),
+        *("--set", f"model.onnx={path}"),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return str(path)
+
+
+def engine_overrides(engine: str, weights: str, image_size: int) -> list[str]:
+    """The job's ``--set`` items for ``engine`` at ``image_size``."""
+    overrides = [f"model.engine={engine}", f"model.image_size={image_size}"]
+    if engine == "onnxruntime":
+        overrides.append(f"model.onnx={onnx_file(weights, image_size)}")
+    return overrides
+
+
 def ceilings(
-    *, image_size: int, batch_size: int, threads: int, weights: str, data: Path, images: int
+    *, engine: str, image_size: int, batch_size: int, threads: int, weights: str, data: Path, images: int
 ) -> dict[str, Any]:
-    """Model and decode ceilings, measured in a child process so TensorFlow's threads are fresh."""
+    """Model and decode ceilings, measured in a child process so the engine's threads are fresh."""
     command = [
         sys.executable,
         __file__,
         "_ceilings",
-        *("--image-size", str(image_size), "--batch-size", str(batch_size)),
+        *("--engines", engine, "--image-size", str(image_size), "--batch-size", str(batch_size)),
         *("--threads", str(threads), "--weights", weights, "--data", str(data), "--n", str(images)),
     ]
+    if engine == "onnxruntime":
+        command += ["--onnx", onnx_file(weights, image_size)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
 def _measure_ceilings(args: argparse.Namespace) -> None:
-    from keras.applications.resnet50 import preprocess_input
-
     from fruits_features.decoding import decode_image
-    from fruits_features.embedding import EmbedSpec, build_model_fn
+    from fruits_features.engines import EmbedSpec, build_model_fn, preprocess
 
     paths = (dev_images(Path(args.data)) * (1 + args.n // 1310))[: args.n]
     blobs = [p.read_bytes() for p in paths]
     started = time.perf_counter()
     pixels = [decode_image(b, args.image_size, 50_000_000) for b in blobs]
-    arrays = preprocess_input(np.stack(pixels).astype(np.float32))
+    arrays = preprocess(np.stack(pixels))
     decode_rate = len(blobs) / (time.perf_counter() - started)
 
-    spec = EmbedSpec(args.weights, args.image_size, args.batch_size, args.threads, 50_000_000)
+    (engine,) = args.engines
+    spec = EmbedSpec(
+        args.weights,
+        args.image_size,
+        args.batch_size,
+        args.threads,
+        50_000_000,
+        engine=engine,
+        onnx=args.onnx,
+    )
+    started = time.perf_counter()
     model_fn = build_model_fn(spec)
     batches = [arrays[i : i + args.batch_size] for i in range(0, len(arrays), args.batch_size)]
     model_fn(batches[0])  # trace and warm up: the job pays this once per worker, not per image
+    startup = time.perf_counter() - started
     started = time.perf_counter()
     for batch in batches:
         model_fn(batch)
     model_rate = len(arrays) / (time.perf_counter() - started)
     print(
         json.dumps(
-            {"model_images_per_s": model_rate, "decode_images_per_s": decode_rate, "images": len(arrays)}
+            {
+                "engine": engine,
+                "model_images_per_s": model_rate,
+                "decode_images_per_s": decode_rate,
+                "images": len(arrays),
+                "model_startup_s": startup,
+            }
         )
     )
 
@@ -253,49 +311,57 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
-    names = ["model ceiling", "decode ceiling", f"job (N={result['job']['n']})"]
-    rates = [
-        result["ceilings"]["model_images_per_s"],
-        result["ceilings"]["decode_images_per_s"],
-        result["job"]["images_per_s"],
-    ]
-    # The decode ceiling is an order of magnitude above the others: drawn cut, labelled with its value.
-    shown = min(max(rates), 2.5 * max(rates[0], rates[2]))
-    left.barh(names, [min(rate, shown) for rate in rates], color=["#4c72b0", "#8c8c8c", "#dd8452"])
+    engines = result["engines"]
+    colours = {"onnxruntime": "#dd8452", "tensorflow": "#4c72b0"}
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
+    n = result["settings"]["n"]
+    labels, rates, bar_colours = [], [], []
+    for engine, measured in engines.items():
+        labels += [f"{engine}\nmodel ceiling", f"{engine}\njob N={n}"]
+        rates += [measured["ceilings"]["model_images_per_s"], measured["job"]["images_per_s"]]
+        bar_colours += [colours.get(engine, "#8c8c8c")] * 2
+    bars = left.barh(labels, rates, color=bar_colours)
+    for bar in bars[1::2]:  # the jobs, lighter than their ceilings
+        bar.set_alpha(0.6)
     for row, rate in enumerate(rates):
-        left.text(min(rate, shown), row, f" {rate:.1f}", va="center")
-    left.set_xlim(0, shown * 1.25)
+        left.text(rate, row, f" {rate:.1f}", va="center")
+    left.set_xlim(0, max(rates) * 1.3)
     left.set_xlabel("images/s")
-    left.set_title(f"throughput; job / model ceiling = {result['ratio']:.2f}")
+    ratios = ", ".join(f"{e} {m['ratio']:.2f}" for e, m in engines.items())
+    left.set_title(f"job / own model ceiling: {ratios}")
+
     stages = ["list", "preflight", "load_and_embed", "reduce", "write"]
-    seconds = [result["job"]["timings_seconds"].get(s, 0.0) for s in stages]
-    middle.bar(stages, seconds, color="#55a868")
+    width = 0.8 / len(engines)
+    for i, (engine, measured) in enumerate(engines.items()):
+        seconds = [measured["job"]["timings_seconds"].get(stage, 0.0) for stage in stages]
+        middle.bar(
+            [x + i * width for x in range(len(stages))],
+            seconds,
+            width,
+            label=engine,
+            color=colours.get(engine, "#8c8c8c"),
+        )
+    middle.set_xticks([x + width * (len(engines) - 1) / 2 for x in range(len(stages))], stages, rotation=30)
     middle.set_ylabel("seconds")
-    middle.set_title("where the job's time goes")
-    middle.tick_params(axis="x", rotation=30)
-    scaling = result.get("scaling", [])
-    if scaling:
-        ns = [j["n"] for j in scaling]
-        right.plot(ns, [j["timings_seconds"]["total"] for j in scaling], "o-", label="job total (s)")
-        right.set_xlabel("images (N)")
-        right.set_ylabel("seconds")
-        twin = right.twinx()
+    middle.set_title(f"where the job's time goes (N={n})")
+    middle.legend()
+
+    twin = right.twinx()
+    for engine, measured in engines.items():
+        scaling = measured["scaling"]
+        ns = [job["n"] for job in scaling]
+        colour = colours.get(engine, "#8c8c8c")
+        right.plot(ns, [job["timings_seconds"]["total"] for job in scaling], "o-", color=colour, label=engine)
         twin.plot(
-            ns,
-            [j["peak_memory_mib"]["driver_jvm"] for j in scaling],
-            "s--",
-            color="#c44e52",
-            label="driver JVM MiB",
+            ns, [job["peak_memory_mib"]["driver_jvm"] for job in scaling], "s--", color=colour, alpha=0.5
         )
-        twin.plot(
-            ns, [j["peak_memory_mib"]["worker"] for j in scaling], "^--", color="#8172b2", label="worker MiB"
-        )
-        twin.set_ylabel("peak MiB")
-        twin.set_ylim(bottom=0)
-        right.legend(loc="upper left")
-        twin.legend(loc="lower right")
-        right.set_title("scaling: job time and peak memory against N")
+        twin.plot(ns, [job["peak_memory_mib"]["worker"] for job in scaling], "^:", color=colour, alpha=0.5)
+    right.set_xlabel("images (N)")
+    right.set_ylabel("job total (s), solid")
+    twin.set_ylabel("peak MiB: driver JVM (squares), Python worker (triangles)")
+    twin.set_ylim(bottom=0)
+    right.legend(loc="upper left")
+    right.set_title("scaling: time linear in N, memory flat")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -305,39 +371,66 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    ceiling = ceilings(
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        threads=CORES,
-        weights=args.weights,
-        data=args.data,
-        images=min(args.n, 512),
-    )
     sizes = sorted({args.n, *args.scaling})
-    jobs: dict[int, dict[str, Any]] = {}
+    engines: dict[str, dict[str, Any]] = {}
     with local_s3():
         s3_client().create_bucket(Bucket=BUCKET)
         for n in sizes:
             stage_images(n, args.data, f"n{n}")
-            jobs[n] = run_job(f"n{n}", n, args.weights, [f"model.image_size={args.image_size}"], args.master)
-    job = jobs[args.n]
-    result = {
+        for engine in args.engines:
+            ceiling = ceilings(
+                engine=engine,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                threads=CORES,
+                weights=args.weights,
+                data=args.data,
+                images=min(args.n, 512),
+            )
+            overrides = engine_overrides(engine, args.weights, args.image_size)
+            jobs = {n: run_job(f"n{n}", n, args.weights, overrides, args.master) for n in sizes}
+            engines[engine] = {
+                "ceilings": ceiling,
+                "job": jobs[args.n],
+                "ratio": jobs[args.n]["images_per_s"] / ceiling["model_images_per_s"],
+                "scaling": [jobs[n] for n in sizes],
+            }
+            print(f"{engine}: job / model ceiling = {engines[engine]['ratio']:.2f} at N={args.n}", flush=True)
+    result: dict[str, Any] = {
         "machine": {"cores": CORES, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
-        "settings": {"image_size": args.image_size, "batch_size": args.batch_size, "master": args.master},
-        "ceilings": ceiling,
-        "job": job,
-        "ratio": job["images_per_s"] / ceiling["model_images_per_s"],
-        "scaling": [jobs[n] for n in sizes],
+        "settings": {
+            "n": args.n,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "master": args.master,
+        },
+        "engines": engines,
     }
+    if {"onnxruntime", "tensorflow"} <= engines.keys():
+        onnx, tf = engines["onnxruntime"], engines["tensorflow"]
+        result["onnxruntime_over_tensorflow"] = {
+            "job": onnx["job"]["images_per_s"] / tf["job"]["images_per_s"],
+            "model_ceiling": onnx["ceilings"]["model_images_per_s"] / tf["ceilings"]["model_images_per_s"],
+        }
     path = save("run", result)
     plot_run(result, RESULTS / "run.png")
-    model_rate = ceiling["model_images_per_s"]
-    print(f"model ceiling   {model_rate:.2f} images/s ({CORES} threads, batch {args.batch_size})")
-    print(f"decode ceiling  {ceiling['decode_images_per_s']:.2f} images/s (one core)")
-    print(
-        table([JOB_HEADER, *[job_row(f"job N={n}", jobs[n], ceiling["model_images_per_s"]) for n in sizes]])
-    )
-    print(f"headline: job / model ceiling = {result['ratio']:.2f} at N={args.n}")
+    for engine, measured in engines.items():
+        ceiling = measured["ceilings"]
+        print(
+            f"{engine}: model ceiling {ceiling['model_images_per_s']:.2f} images/s ({CORES} threads, "
+            f"batch {args.batch_size}, start-up {ceiling['model_startup_s']:.1f}s); decode ceiling "
+            f"{ceiling['decode_images_per_s']:.2f} images/s (one core)"
+        )
+    rows: list[tuple[str, ...]] = [JOB_HEADER]
+    for engine, measured in engines.items():
+        rate = measured["ceilings"]["model_images_per_s"]
+        rows += [job_row(f"{engine} N={job['n']}", job, rate) for job in measured["scaling"]]
+    print(table(rows))
+    for engine, measured in engines.items():
+        print(f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={args.n}")
+    if "onnxruntime_over_tensorflow" in result:
+        both = result["onnxruntime_over_tensorflow"]
+        print(f"onnxruntime / tensorflow: job {both['job']:.2f}x, model ceiling {both['model_ceiling']:.2f}x")
     print(f"wrote {path} and {RESULTS / 'run.png'}")
 
 
@@ -356,6 +449,7 @@ KNOBS: dict[str, list[list[str]]] = {
 
 
 def cmd_knobs(args: argparse.Namespace) -> None:
+    engine = args.engines[0]
     results: dict[str, list[dict[str, Any]]] = {}
     with local_s3():
         s3_client().create_bucket(Bucket=BUCKET)
@@ -367,23 +461,32 @@ def cmd_knobs(args: argparse.Namespace) -> None:
                     "knobs",
                     args.n,
                     args.weights,
-                    [f"model.image_size={args.image_size}", *overrides],
+                    [*engine_overrides(engine, args.weights, args.image_size), *overrides],
                     args.master,
                 )
+                job["setting"] = " ".join(overrides)
                 results[knob].append(job)
                 print(f"{knob}: {overrides} -> {job['images_per_s']:.2f} images/s", flush=True)
     path = save(
-        "knobs", {"n": args.n, "image_size": args.image_size, "master": args.master, "knobs": results}
+        "knobs",
+        {
+            "engine": engine,
+            "n": args.n,
+            "image_size": args.image_size,
+            "master": args.master,
+            "knobs": results,
+        },
     )
     rows: list[tuple[str, ...]] = [("knob", "setting", *JOB_HEADER[2:])]
     for knob, jobs in results.items():
         for job in jobs:
-            rows.append((knob, " ".join(job["overrides"][1:]), *job_row("", job)[2:]))
+            rows.append((knob, job["setting"], *job_row("", job)[2:]))
     print(table(rows))
     print(f"wrote {path}")
 
 
 def cmd_image_size(args: argparse.Namespace) -> None:
+    engine = args.engines[0]
     rows: list[dict[str, Any]] = []
     with local_s3():
         s3_client().create_bucket(Bucket=BUCKET)
@@ -391,8 +494,10 @@ def cmd_image_size(args: argparse.Namespace) -> None:
         for size in (224, 100):
             # The job's own classifier: per class 70% train (7 of 10 images), seed 42.
             classify = ["classifier.enabled=true", "classifier.train_fraction=0.7", "classifier.seed=42"]
-            job = run_job("dev", n, args.weights, [f"model.image_size={size}", *classify], args.master)
+            overrides = [*engine_overrides(engine, args.weights, size), *classify]
+            job = run_job("dev", n, args.weights, overrides, args.master)
             ceiling = ceilings(
+                engine=engine,
                 image_size=size,
                 batch_size=32,
                 threads=CORES,
@@ -415,7 +520,7 @@ def cmd_image_size(args: argparse.Namespace) -> None:
                 f"{size}px: {job['images_per_s']:.2f} images/s, accuracy {scores['accuracy']:.3f}", flush=True
             )
     split = "classifier.train_fraction 0.7, seed 42 (7 train, 3 test images per class)"
-    path = save("image-size", {"split": split, "rows": rows})
+    path = save("image-size", {"engine": engine, "split": split, "rows": rows})
     header = (
         "image size",
         "job img/s",
@@ -456,6 +561,13 @@ def main() -> None:
         p.add_argument("--data", type=Path, default=DEV_DATA)
         p.add_argument("--weights", default=os.environ.get("FRUITS_WEIGHTS") or "imagenet")
         p.add_argument("--scaling", type=lambda s: [int(v) for v in s.split(",") if v], default=[250, 4000])
+        p.add_argument(
+            "--engines",
+            type=lambda s: [v for v in s.split(",") if v],
+            default=list(ENGINES),
+            help="comma-separated; knobs and image-size use the first",
+        )
+        p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
     args = parser.parse_args()
     if args.weights != "imagenet" and Path(args.weights).exists():
         args.weights = str(Path(args.weights).resolve())

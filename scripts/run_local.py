@@ -42,6 +42,9 @@ def main() -> int:
     if weights:
         local = Path(weights)
         overrides.append(f"model.weights={local.resolve() if local.exists() else weights}")
+    onnx = os.environ.get("FRUITS_ONNX")  # the export `make run` made for the onnxruntime engine
+    if onnx:
+        overrides.append(f"model.onnx={Path(onnx).resolve()}")
 
     started = time.perf_counter()
     run_id = new_run_id()

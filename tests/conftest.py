@@ -70,6 +70,18 @@ def weights() -> str:
     return str(Path(value).resolve()) if Path(value).exists() else value
 
 
+@pytest.fixture(scope="session")
+def onnx_file(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The weights exported to ONNX at 224 px by the project's exporter, once per test run."""
+    from fruits_features.onnx_model import export_onnx, load_samples
+    from fruits_features.storage import S3Settings
+
+    target = tmp_path_factory.mktemp("onnx") / "resnet50.224px.onnx"
+    samples = load_samples(str(SAMPLE_DIR), 16, 224, S3Settings())
+    export_onnx(weights, 224, str(target), samples, S3Settings())
+    return str(target)
+
+
 def sample_classes(count: int) -> list[str]:
     """The first ``count`` class folders of the bundled sample, sorted."""
     return sorted(p.name for p in SAMPLE_DIR.iterdir() if p.is_dir())[:count]

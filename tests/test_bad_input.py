@@ -25,7 +25,7 @@ def config_for(bucket: str, weights: str, max_rejected_fraction: float) -> JobCo
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/features/"},
-            "model": {"weights": weights, "image_size": 64},
+            "model": {"weights": weights, "image_size": 64, "engine": "tensorflow"},
             "pca": {"k": 3},
             "max_rejected_fraction": max_rejected_fraction,
         }

@@ -32,10 +32,9 @@ from fruits_features.model_store import (
     ModelInfo,
     ModelMismatchError,
     ModelUnavailableError,
-    file_sha256,
-    weights_sha256,
 )
 from fruits_features.storage import S3Settings, S3Uri
+from fruits_features.weights import file_sha256, weights_sha256
 from report_checks import check_report_folder, open_in_chromium
 
 # -- the split ------------------------------------------------------------------------------------
@@ -238,7 +237,7 @@ def test_imagenet_weights_are_digested_from_the_keras_cache(tmp_path: Path) -> N
     models.mkdir(parents=True)
     cached = models / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.write_bytes(b"what Keras downloaded")
-    code = "from fruits_features.model_store import weights_sha256 as w; print(w('imagenet', None))"
+    code = "from fruits_features.weights import weights_sha256 as w; print(w('imagenet', None))"
 
     # KERAS_HOME is read when Keras is imported: a fresh interpreter, and no network (a proxy
     # that refuses), so the digest can only come from the cache Keras' ResNet50 loads from.
@@ -271,7 +270,12 @@ def classifier_config(bucket: str, weights: str, **sections: dict[str, Any]) -> 
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/out/"},
-            "model": {"weights": weights, "image_size": IMAGE_SIZE, **sections.pop("model", {})},
+            "model": {
+                "weights": weights,
+                "image_size": IMAGE_SIZE,
+                "engine": "tensorflow",
+                **sections.pop("model", {}),
+            },
             "pca": {"k": VARIANCE_TARGET},
             "classifier": {"enabled": True, "train_fraction": 0.5, "seed": 42},
             **sections,
@@ -427,7 +431,7 @@ def test_score_entry_point_scores_new_images_without_class_folders(
         *("--master", "local[2]", str(ROOT / "jobs" / "score.py")),
         *("--config", str(ROOT / "conf" / "local.yaml"), "--model", f"s3://{bucket}/out/train-1/model/"),
         *("--input", f"s3://{bucket}/new/", "--output", f"s3://{bucket}/scores/", "--run-id", "cli-score"),
-        *("--set", f"model.weights={weights}"),
+        *("--set", f"model.weights={weights}", "--set", "model.engine=tensorflow"),
     ]
 
     result = subprocess.run(command, env=job_env(), capture_output=True, text=True, timeout=600, check=False)

@@ -14,13 +14,12 @@ from fruits_features.embedding import (
     FEATURE_DIM,
     EmbedSpec,
     cached_model_fn,
-    check_weights,
     embed_column,
     embed_series,
-    local_weights,
 )
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.storage import S3Settings
+from fruits_features.weights import check_weights, local_file
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
@@ -138,9 +137,9 @@ def test_s3_weights_are_downloaded_once_per_machine(s3, bucket: str, tmp_path: P
     s3.put_object(Bucket=bucket, Key="models/w.h5", Body=b"weights-bytes")
     uri = f"s3://{bucket}/models/w.h5"
 
-    first = local_weights(uri, S3Settings())
+    first = local_file(uri, S3Settings())
     s3.delete_object(Bucket=bucket, Key="models/w.h5")  # a second download would now fail
-    second = local_weights(uri, S3Settings())
+    second = local_file(uri, S3Settings())
 
     assert first == second
     assert Path(first).read_bytes() == b"weights-bytes"
@@ -165,4 +164,4 @@ def test_local_weights_file_passes_the_check(tmp_path: Path) -> None:
     path = tmp_path / "w.h5"
     path.write_bytes(b"x")
     check_weights(str(path), S3Settings())
-    assert local_weights(str(path), S3Settings()) == str(path)
+    assert local_file(str(path), S3Settings()) == str(path)

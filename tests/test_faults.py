@@ -48,7 +48,7 @@ def clean_run(spark, s3, bucket: str, weights: str, image_size: int, tmp_path: P
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/out/"},
-            "model": {"weights": weights, "image_size": image_size},
+            "model": {"weights": weights, "image_size": image_size, "engine": "tensorflow"},
             "pca": {"k": 3},
             "spark": {"partitions": PARTITIONS},
         }
@@ -61,6 +61,7 @@ def job_args(bucket: str, weights: str, run_id: str, image_size: int) -> list[st
     return [
         *("--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", run_id),
         *("--set", f"model.weights={weights}", "--set", f"model.image_size={image_size}"),
+        *("--set", "model.engine=tensorflow"),
         *("--set", "pca.k=3", "--set", f"spark.partitions={PARTITIONS}"),
     ]
 

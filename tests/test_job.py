@@ -41,6 +41,8 @@ def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str,
         "pca.k=3",
         "--set",
         "model.image_size=96",
+        "--set",
+        "model.engine=tensorflow",
     )
 
     assert result.returncode == 0, result.stdout[-3000:]

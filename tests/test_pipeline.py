@@ -50,7 +50,7 @@ def job_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/features/"},
-            "model": {"weights": weights, **sections.pop("model", {})},
+            "model": {"weights": weights, "engine": "tensorflow", **sections.pop("model", {})},
             "pca": {"k": K},
             **sections,
         }

@@ -23,22 +23,26 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
-def _job_parser(prog: str, description: str, *, model: bool = False) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=description)
+def _add_config(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--config", required=True, help="YAML config, e.g. conf/local.yaml")
-    if model:
-        parser.add_argument("--model", required=True, help="s3://bucket/prefix/<training run>/model/")
-    parser.add_argument("--input", help="s3://bucket/prefix/ of <Class>/<file> images (input.uri)")
-    parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
-    parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one config key, e.g. --set model.weights=/path/w.h5 (repeatable)",
+        help=f"override one config key, e.g. --set {example} (repeatable)",
     )
+
+
+def _job_parser(prog: str, description: str, *, model: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description)
+    _add_config(parser, "model.weights=/path/w.h5")
+    if model:
+        parser.add_argument("--model", required=True, help="s3://bucket/prefix/<training run>/model/")
+    parser.add_argument("--input", help="s3://bucket/prefix/ of <Class>/<file> images (input.uri)")
+    parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
+    parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
     return parser
 
 
@@ -57,6 +61,21 @@ def build_score_parser() -> argparse.ArgumentParser:
         "S3 images -> ResNet50 features -> a saved scaler + PCA + classifier -> labels.",
         model=True,
     )
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    """The ONNX export's arguments: the config's model section says what to export, and where."""
+    parser = _Parser(
+        prog="export_onnx.py",
+        description="Export ResNet50 (model.weights, model.image_size) to ONNX at model.onnx, "
+        "verified against Keras on sample images.",
+    )
+    _add_config(parser, "model.onnx=s3://bucket/models/r50.224px.onnx")
+    parser.add_argument(
+        "--samples", help="a local folder or s3:// prefix of images to verify on (default: input.uri)"
+    )
+    parser.add_argument("--count", type=int, default=16, help="sample images to verify on (default 16)")
+    return parser
 
 
 def new_run_id() -> str:

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from fruits_features.errors import ConfigError
 from fruits_features.storage import S3Uri
+from fruits_features.weights import default_onnx_location
 
 IMAGENET = "imagenet"
 
@@ -86,12 +87,28 @@ class OutputConfig(_Section):
         return self
 
 
+def _model_file(value: str) -> str:
+    if value.startswith("s3:") or value.startswith("s3a:"):
+        S3Uri.parse(value)
+        if value.endswith("/"):
+            raise ValueError(f"must name a file, got the prefix {value!r}")
+    return value
+
+
 class ModelConfig(_Section):
-    """The ResNet50 feature extractor."""
+    """The ResNet50 feature extractor and the engine that runs it."""
 
     weights: str = Field(
         default=IMAGENET,
         description="'imagenet' (Keras download), a local .h5 path, or an s3:// URI.",
+    )
+    # onnxruntime: the same model exported to ONNX (make export-onnx), 1.5x faster end to end
+    # here, and executors that need no TensorFlow. tensorflow: Keras runs the weights directly.
+    engine: Literal["tensorflow", "onnxruntime"] = "onnxruntime"
+    onnx: str | None = Field(
+        default=None,
+        description="The ONNX export of the weights (local path or s3:// URI); "
+        "unset: next to the weights, '<weights stem>.<image_size>px.onnx'.",
     )
     image_size: Annotated[StrictInt, Field(ge=32, le=1024)] = 224
     batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
@@ -105,11 +122,20 @@ class ModelConfig(_Section):
     def _check_weights(cls, value: str) -> str:
         if not value:
             raise ValueError("must be 'imagenet', a local path or an s3:// URI")
-        if value.startswith("s3:") or value.startswith("s3a:"):
-            S3Uri.parse(value)
-            if value.endswith("/"):
-                raise ValueError(f"must name a file, got the prefix {value!r}")
+        return _model_file(value)
+
+    @field_validator("onnx")
+    @classmethod
+    def _check_onnx(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must be a local path or an s3:// URI (leave it out for the default)")
+            _model_file(value)
         return value
+
+    def onnx_location(self) -> str:
+        """The ONNX file the ``onnxruntime`` engine runs: ``onnx``, or its place next to the weights."""
+        return self.onnx or default_onnx_location(self.weights, self.image_size)
 
 
 MAX_COMPONENTS = 2048

@@ -5,9 +5,9 @@ Operating notes (what a user of this UDF must know, after Spark's own ``predict_
 - The model is built lazily inside the Python worker, once per worker process and
   :class:`EmbedSpec`, and cached in this module; keep ``spark.python.worker.reuse=true`` (Spark's
   default) so the cache lives across tasks. It is never pickled from the driver.
-- Weights given as ``s3://`` are downloaded once per machine into a local cache folder
-  (``FRUITS_WEIGHTS_CACHE``, default ``<tmp>/fruits-features-weights``) under a file lock.
-- TensorFlow's intra-op threads follow ``model.threads``, or the task's ``spark.task.cpus`` when
+- The engine (:mod:`fruits_features.engines`) is TensorFlow or ONNX Runtime; model files given as
+  ``s3://`` are downloaded once per machine (:mod:`fruits_features.weights`).
+- The engine's intra-op threads follow ``model.threads``, or the task's ``spark.task.cpus`` when
   it is 0, and inter-op threads are 1: with several Python workers per machine, more would
   oversubscribe the cores.
 - ``spark.sql.execution.arrow.maxRecordsPerBatch`` bounds how many encoded images a UDF call
@@ -16,48 +16,23 @@ Operating notes (what a user of this UDF must know, after Spark's own ``predict_
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import logging
-import os
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from botocore.exceptions import BotoCoreError, ClientError
 
 from fruits_features.decoding import ImageDecodeError, decode_image
-from fruits_features.errors import WeightsUnavailableError
-from fruits_features.storage import S3Settings, S3Uri, describe_error, s3_client
+from fruits_features.engines import FEATURE_DIM, EmbedSpec, ModelFn, build_model_fn, preprocess
 
 if TYPE_CHECKING:
     from pyspark.accumulators import Accumulator
     from pyspark.sql import Column
 
-log = logging.getLogger(__name__)
-
-FEATURE_DIM = 2048
-IMAGENET = "imagenet"
-
-ModelFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """Everything an executor needs to build the model and run it; hashable, no secrets."""
-
-    weights: str
-    image_size: int
-    batch_size: int
-    threads: int
-    max_image_pixels: int
-    s3: S3Settings = field(default_factory=S3Settings)
+__all__ = ["FEATURE_DIM", "EmbedCounters", "EmbedSpec", "embed_column", "embed_series", "featurize"]
 
 
 def featurize(model_fn: ModelFn, pixels: np.ndarray) -> np.ndarray:
@@ -70,80 +45,7 @@ def featurize(model_fn: ModelFn, pixels: np.ndarray) -> np.ndarray:
     Returns:
         float32 ``(n, 2048)``.
     """
-    from keras.applications.resnet50 import preprocess_input
-
-    batch = preprocess_input(pixels.astype(np.float32))
-    return np.asarray(model_fn(batch), dtype=np.float32)
-
-
-def weights_cache_dir() -> Path:
-    """Where ``s3://`` weights are cached on each machine."""
-    default = Path(tempfile.gettempdir()) / "fruits-features-weights"
-    return Path(os.environ.get("FRUITS_WEIGHTS_CACHE", str(default)))
-
-
-def local_weights(weights: str, s3: S3Settings) -> str:
-    """A local path for ``model.weights`` (``imagenet`` is returned unchanged).
-
-    ``s3://`` weights are downloaded once per machine: concurrent workers wait on a file lock
-    and then find the finished file, written under a temporary name and renamed into place.
-    """
-    if weights == IMAGENET or not weights.startswith(("s3://", "s3a://")):
-        return weights
-    uri = S3Uri.parse(weights)
-    folder = weights_cache_dir() / hashlib.sha256(weights.encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / uri.key.rsplit("/", 1)[-1]
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
-            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-            log.info("downloading weights %s to %s", weights, target)
-            s3_client(s3).download_file(uri.bucket, uri.key, str(partial))
-            os.replace(partial, target)
-    return str(target)
-
-
-def build_model_fn(spec: EmbedSpec) -> ModelFn:
-    """Build ResNet50 (no top, average pooling) and wrap its forward pass in ``tf.function``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
-    threads = spec.threads or _task_cpus()
-    with contextlib.suppress(RuntimeError):  # already set by an earlier model in this process
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    started = time.perf_counter()
-    model = keras.applications.ResNet50(
-        include_top=False,
-        weights=local_weights(spec.weights, spec.s3),
-        input_shape=(spec.image_size, spec.image_size, 3),
-        pooling="avg",
-    )
-    # A fixed signature with an open batch dimension: one trace serves every batch size, so
-    # the last, shorter batch of a partition does not retrace.
-    signature = [tf.TensorSpec([None, spec.image_size, spec.image_size, 3], tf.float32)]
-    compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
-    log.info(
-        "built ResNet50 (%s, %dpx, %d threads) in %.1fs",
-        spec.weights,
-        spec.image_size,
-        threads,
-        time.perf_counter() - started,
-    )
-
-    def call(batch: np.ndarray) -> np.ndarray:
-        return compiled(tf.convert_to_tensor(batch)).numpy()  # type: ignore[no-any-return]
-
-    return call
-
-
-def _task_cpus() -> int:
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    return max(1, context.cpus()) if context is not None else max(1, os.cpu_count() or 1)
+    return np.asarray(model_fn(preprocess(pixels)), dtype=np.float32)
 
 
 ModelLoader = Callable[[EmbedSpec], ModelFn]
@@ -171,6 +73,8 @@ class EmbedCounters:
     batches: Accumulator[int]
     decode_seconds: Accumulator[float]
     model_seconds: Accumulator[float]
+    # Tasks whose Python worker had TensorFlow loaded when they finished: 0 with the ONNX engine.
+    tasks_with_tensorflow: Accumulator[int]
 
     @classmethod
     def create(cls, spark_context: Any) -> EmbedCounters:
@@ -179,6 +83,7 @@ class EmbedCounters:
             batches=spark_context.accumulator(0),
             decode_seconds=spark_context.accumulator(0.0),
             model_seconds=spark_context.accumulator(0.0),
+            tasks_with_tensorflow=spark_context.accumulator(0),
         )
 
 
@@ -266,44 +171,8 @@ def embed_column(
                 fetched or decoded for fetched, decoded in zip(fetch_errors, frame["error"], strict=True)
             ]
             yield frame
+        if counters is not None:
+            counters.tasks_with_tensorflow.add(int("tensorflow" in sys.modules))
 
     udf = pandas_udf(embed, "features array<float>, error string")  # type: ignore[call-overload]
     return udf.asNondeterministic()(paths)  # type: ignore[no-any-return]
-
-
-def check_weights(weights: str, s3: S3Settings) -> None:
-    """Make sure ``model.weights`` can be had, on the driver, before any heavy work starts.
-
-    ``imagenet`` is fetched into Keras' cache (so local executors find it there); a local path
-    must be a file; an ``s3://`` object must exist and be readable.
-
-    Raises:
-        WeightsUnavailableError: one line naming ``model.weights`` and ``FRUITS_WEIGHTS``.
-    """
-    hint = "set model.weights (FRUITS_WEIGHTS for make run/test) to a local .h5 path or an s3:// URI"
-    if weights == IMAGENET:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
-
-        try:
-            keras.applications.ResNet50(include_top=False, weights=IMAGENET, pooling="avg")
-        # Keras reports a failed download as a bare Exception (or URLError/OSError beneath it).
-        except Exception as exc:
-            raise WeightsUnavailableError(
-                f"model.weights=imagenet: the Keras download failed ({_one_line(exc)}); {hint}"
-            ) from exc
-        return
-    if weights.startswith(("s3://", "s3a://")):
-        uri = S3Uri.parse(weights)
-        try:
-            s3_client(s3).head_object(Bucket=uri.bucket, Key=uri.key)
-        except (ClientError, BotoCoreError) as exc:
-            raise WeightsUnavailableError(f"model.weights={weights}: {describe_error(exc)}; {hint}") from exc
-        return
-    if not Path(weights).is_file():
-        raise WeightsUnavailableError(f"model.weights={weights}: no such file; {hint}")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

@@ -19,7 +19,6 @@ stage's data is a small Parquet file written by a Spark job). Two ways to reach 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -33,10 +32,9 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.ml import PipelineModel
 
-from fruits_features.embedding import IMAGENET, local_weights
 from fruits_features.errors import ConfigError, InputError
 from fruits_features.output import json_bytes, upload_folder
-from fruits_features.storage import S3Settings, S3Uri, describe_error, iter_keys, read_object, write_object
+from fruits_features.storage import S3Uri, describe_error, iter_keys, read_object, write_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,10 +44,6 @@ log = logging.getLogger(__name__)
 MODEL_INFO_FILE = "model.json"
 PIPELINE_DIR = "pipeline"
 FORMAT_VERSION = 1
-# Keras' own file name for the ImageNet ResNet50 weights without the top (keras.applications.resnet),
-# and where it downloads them from: keras.utils.get_file returns the cached copy when there is one.
-IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_ORIGIN = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_FILE}"
 
 Transfer = Literal["boto3", "hadoop"]
 
@@ -126,28 +120,6 @@ class ModelInfo:
             raise ModelUnavailableError(
                 f"{source}: not a model description this job wrote ({exc!r})"
             ) from exc
-
-
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a file (``hashlib.file_digest`` reads it in blocks)."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def weights_sha256(weights: str, s3: S3Settings) -> str:
-    """The SHA-256 of the weights file ``model.weights`` names, wherever it lives.
-
-    The same file reached as ``imagenet`` (Keras' cache), a local path or an ``s3://`` URI has
-    the same digest, so a model trained on one machine scores on another with its own copy.
-    Call after :func:`fruits_features.embedding.check_weights`, which fetches ``imagenet``.
-    """
-    if weights == IMAGENET:
-        import keras
-
-        path = Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models"))
-    else:
-        path = Path(local_weights(weights, s3))
-    return file_sha256(path)
 
 
 def check_compatible(info: ModelInfo, weights: str, digest: str, model_uri: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pyspark.sql import functions as F
 
 from fruits_features.classifier import ClassifierError, Evaluation, most_confused, train_and_evaluate
 from fruits_features.config import JobConfig
-from fruits_features.embedding import FEATURE_DIM, EmbedCounters, EmbedSpec, check_weights, embed_column
+from fruits_features.embedding import FEATURE_DIM, EmbedCounters, EmbedSpec, embed_column
 from fruits_features.errors import (
     ConfigError,
     FruitsFeaturesError,
@@ -27,7 +28,8 @@ from fruits_features.errors import (
 )
 from fruits_features.loading import keys_frame, partition_count
 from fruits_features.manifest import StageTimer, library_versions, utc_now
-from fruits_features.model_store import ModelInfo, save_model, weights_sha256
+from fruits_features.model_store import ModelInfo, save_model
+from fruits_features.onnx_model import check_onnx
 from fruits_features.output import (
     METRICS_FILE,
     MODEL_DIR,
@@ -58,6 +60,7 @@ from fruits_features.storage import (
     s3_client,
     write_object,
 )
+from fruits_features.weights import check_weights, weights_sha256
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -94,7 +97,32 @@ def embed_spec(config: JobConfig) -> EmbedSpec:
         threads=config.model.threads,
         max_image_pixels=config.model.max_image_pixels,
         s3=s3_settings(config),
+        engine=config.model.engine,
+        onnx=config.model.onnx_location() if config.model.engine == "onnxruntime" else None,
     )
+
+
+def check_model(config: JobConfig) -> dict[str, Any]:
+    """Make sure the engine's model files can be had and agree; the manifest's ``model`` section.
+
+    Raises:
+        WeightsUnavailableError: ``model.weights`` (or the ONNX file) cannot be had.
+        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
+    """
+    settings = s3_settings(config)
+    model = config.model
+    check_weights(model.weights, settings)
+    if model.engine == "tensorflow":
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ConfigError(
+                "model.engine=tensorflow, but TensorFlow is not installed: install the 'tensorflow' "
+                "extra (pip install 'fruits-features[tensorflow]') or use model.engine=onnxruntime"
+            )
+        return {"engine": model.engine}
+    location = model.onnx_location()
+    info = check_onnx(location, model.weights, model.image_size, settings)
+    log.info("ONNX model %s: exported from %s, %dpx", location, info.weights, info.image_size)
+    return {"engine": model.engine, "onnx": location, "onnx_export": asdict(info)}
 
 
 def embed_images(keys: DataFrame, spec: EmbedSpec, counters: EmbedCounters, fetch_threads: int) -> DataFrame:
@@ -119,9 +147,17 @@ def embed_images(keys: DataFrame, spec: EmbedSpec, counters: EmbedCounters, fetc
 Lister = Callable[["S3Client", S3Uri, tuple[str, ...]], Listing]
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before any Spark work found: the images, and the model to embed them with."""
+
+    listing: Listing
+    model: dict[str, Any]  # the manifest's ``model`` section, see :func:`check_model`
+
+
 def preflight(
     client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageTimer, lister: Lister = list_images
-) -> Listing:
+) -> Preflight:
     """Everything that can be checked cheaply, before Spark does any heavy work.
 
     Args:
@@ -132,12 +168,13 @@ def preflight(
         lister: lists the input (the job: class folders; scoring: any image under the prefix).
 
     Returns:
-        The images listed under ``input.uri``.
+        The images listed under ``input.uri`` and the checked model files.
 
     Raises:
         InputError: the input cannot be listed or holds no images.
         OutputError: the output cannot be listed or the run's folder is not empty.
-        WeightsUnavailableError: ``model.weights`` cannot be had.
+        WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
+        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
     """
     input_uri = S3Uri.parse(config.input.uri)
     with timer.stage("list"):
@@ -156,8 +193,8 @@ def preflight(
         )
     with timer.stage("preflight"):
         check_output_writable(client, run_uri)
-        check_weights(config.model.weights, s3_settings(config))
-    return listing
+        model = check_model(config)
+    return Preflight(listing, model)
 
 
 def check_rejects(images: int, rejected: list[tuple[str, str]], max_fraction: float) -> None:
@@ -487,9 +524,11 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
     }
     if config.classifier.enabled:
         check_model_transfer(config, spark.sparkContext.master or "")
-    listing = preflight(client, config, run_uri, timer)
+    checked = preflight(client, config, run_uri, timer)
+    manifest["model"] = checked.model
 
-    embedded = embed_listing(spark, config, embed_spec(config), listing, timer)
+    embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
+    manifest["model"]["tasks_with_tensorflow"] = embedded.counters.tasks_with_tensorflow.value
     projected: DataFrame | None = None
     evaluation: Evaluation | None = None
     try:

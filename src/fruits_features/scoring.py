@@ -12,7 +12,6 @@ model trained at 64 px is never fed 224 px features.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from fruits_features.model_store import (
     check_compatible,
     load_model,
     read_model_info,
-    weights_sha256,
 )
 from fruits_features.output import PREDICTIONS_DIR, finish_run, write_features
 from fruits_features.pipeline import (
@@ -45,6 +43,7 @@ from fruits_features.pipeline import (
 )
 from fruits_features.reduction import VECTOR_COL
 from fruits_features.storage import ImageRef, Listing, S3Uri, iter_keys, label_for_key, s3_client
+from fruits_features.weights import weights_sha256
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,15 +114,18 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         "started_at": utc_now(),
         "config": config.to_dict(),
     }
-    listing = preflight(client, config, run_uri, timer, lister=list_any_images)
-    with timer.stage("weights_check"):
-        check_compatible(info, config.model.weights, weights_sha256(config.model.weights, settings), model)
     if info.image_size != config.model.image_size:
         log.info(
             "embedding at %dpx, the model's image size (model.image_size=%d is not used)",
             info.image_size,
             config.model.image_size,
         )
+        model_config = config.model.model_copy(update={"image_size": info.image_size})
+        config = config.model_copy(update={"model": model_config})
+    checked = preflight(client, config, run_uri, timer, lister=list_any_images)
+    manifest["model_engine"] = checked.model
+    with timer.stage("weights_check"):
+        check_compatible(info, config.model.weights, weights_sha256(config.model.weights, settings), model)
     with timer.stage("model_load"):
         pipeline_model = load_model(
             model_uri,
@@ -131,9 +133,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             transfer=config.classifier.model_transfer,
             staging_dir=config.classifier.staging_dir,
         )
-    spec = dataclasses.replace(embed_spec(config), image_size=info.image_size)
-
-    embedded = embed_listing(spark, config, spec, listing, timer)
+    embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
     try:
         counts = manifest["counts"] = embedded.counts
         check_embedded(embedded, config, client, run_uri, manifest)

@@ -1,0 +1,149 @@
+"""Model files on each machine: the ResNet50 weights and the ONNX export, local copies and digests.
+
+``model.weights`` is ``imagenet`` (Keras' own download), a local ``.h5`` path or an ``s3://``
+URI; ``model.onnx`` a local path or an ``s3://`` URI. ``s3://`` files are downloaded once per
+machine into a cache folder (``FRUITS_WEIGHTS_CACHE``, default ``<tmp>/fruits-features-weights``)
+under a file lock, so the Python workers of one machine share one copy.
+
+Nothing here imports TensorFlow unless ``imagenet`` must be fetched: the ONNX engine's
+executors and driver run without it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fruits_features.errors import WeightsUnavailableError
+from fruits_features.storage import S3Settings, S3Uri, describe_error, s3_client
+
+log = logging.getLogger(__name__)
+
+IMAGENET = "imagenet"
+# Keras' own file name for the ImageNet ResNet50 weights without the top (keras.applications.resnet),
+# and where it downloads them from: keras.utils.get_file returns the cached copy when there is one.
+IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_ORIGIN = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_FILE}"
+WEIGHTS_HINT = "set model.weights (FRUITS_WEIGHTS for make run/test) to a local .h5 path or an s3:// URI"
+
+
+def is_s3(location: str) -> bool:
+    """Whether a model file setting names an S3 object."""
+    return location.startswith(("s3://", "s3a://"))
+
+
+def weights_cache_dir() -> Path:
+    """Where ``s3://`` model files are cached on each machine."""
+    default = Path(tempfile.gettempdir()) / "fruits-features-weights"
+    return Path(os.environ.get("FRUITS_WEIGHTS_CACHE", str(default)))
+
+
+def local_file(location: str, s3: S3Settings) -> str:
+    """A local path for a model file setting (``imagenet`` and local paths are returned unchanged).
+
+    ``s3://`` files are downloaded once per machine: concurrent workers wait on a file lock and
+    then find the finished file, written under a temporary name and renamed into place.
+    """
+    if location == IMAGENET or not is_s3(location):
+        return location
+    uri = S3Uri.parse(location)
+    folder = weights_cache_dir() / hashlib.sha256(location.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / uri.key.rsplit("/", 1)[-1]
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+            log.info("downloading %s to %s", location, target)
+            s3_client(s3).download_file(uri.bucket, uri.key, str(partial))
+            os.replace(partial, target)
+    return str(target)
+
+
+def keras_home() -> Path:
+    """Keras' cache folder (``KERAS_HOME``, else ``~/.keras``), where ``imagenet`` lands."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def imagenet_path() -> Path:
+    """The local copy of Keras' ``imagenet`` weights, downloaded by Keras when it is missing."""
+    cached = keras_home() / "models" / IMAGENET_FILE
+    if cached.is_file():
+        return cached
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models"))
+
+
+def default_onnx_location(weights: str, image_size: int) -> str:
+    """Where the ONNX export of ``weights`` at ``image_size`` lives unless ``model.onnx`` says.
+
+    Next to the weights file, local or ``s3://``: ``<stem>.<size>px.onnx``; for ``imagenet``, in
+    Keras' cache folder beside the downloaded weights.
+    """
+    if weights == IMAGENET:
+        weights = str(keras_home() / "models" / IMAGENET_FILE)
+    folder, _, name = weights.rpartition("/")
+    stem = name[: -len(".h5")] if name.endswith(".h5") else name
+    return f"{folder}/{stem}.{image_size}px.onnx" if folder else f"{stem}.{image_size}px.onnx"
+
+
+def check_weights(weights: str, s3: S3Settings) -> None:
+    """Make sure ``model.weights`` can be had, on the driver, before any heavy work starts.
+
+    ``imagenet`` is fetched into Keras' cache (so local executors find it there); a local path
+    must be a file; an ``s3://`` object must exist and be readable.
+
+    Raises:
+        WeightsUnavailableError: one line naming ``model.weights`` and ``FRUITS_WEIGHTS``.
+    """
+    if weights == IMAGENET:
+        try:
+            imagenet_path()
+        # Keras reports a failed download as a bare Exception (or URLError/OSError beneath it).
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"model.weights=imagenet: the Keras download failed ({one_line(exc)}); {WEIGHTS_HINT}"
+            ) from exc
+        return
+    if is_s3(weights):
+        uri = S3Uri.parse(weights)
+        try:
+            s3_client(s3).head_object(Bucket=uri.bucket, Key=uri.key)
+        except (ClientError, BotoCoreError) as exc:
+            raise WeightsUnavailableError(
+                f"model.weights={weights}: {describe_error(exc)}; {WEIGHTS_HINT}"
+            ) from exc
+        return
+    if not Path(weights).is_file():
+        raise WeightsUnavailableError(f"model.weights={weights}: no such file; {WEIGHTS_HINT}")
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file (``hashlib.file_digest`` reads it in blocks)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def weights_sha256(weights: str, s3: S3Settings) -> str:
+    """The SHA-256 of the weights file ``model.weights`` names, wherever it lives.
+
+    The same file reached as ``imagenet`` (Keras' cache), a local path or an ``s3://`` URI has
+    the same digest, so a model trained or exported on one machine is used on another with its
+    own copy. Call after :func:`check_weights`.
+    """
+    path = imagenet_path() if weights == IMAGENET else Path(local_file(weights, s3))
+    return file_sha256(path)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line, for error messages."""
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
