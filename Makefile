@@ -108,7 +108,9 @@ test-spark35: $(STAMP35) ## Run the integration test (tests/test_pipeline.py) on
 .PHONY: package
 package: $(STAMP) ## Build dist/ for EMR and EC2 (wheel, --py-files zip, entry point, configs, bootstrap, pins)
 	$(PY) -m fruits_features.deploy.package --dist dist
-	scripts/bootstrap-emr.sh --artifacts dist --python $(PY) --pyproject pyproject.toml --dry-run >/dev/null
+	for engine in onnxruntime tensorflow; do \
+		scripts/bootstrap-emr.sh --artifacts dist --python $(PY) --pyproject pyproject.toml --engine $$engine --dry-run >/dev/null; \
+	done
 
 # Arguments for the submit command, e.g. EMR_ARGS="--dry-run" or EMR_ARGS="--cluster-id j-XXXXXXXXXXXXX".
 EMR_ARGS ?=

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # EMR bootstrap action: runs once on every node before Spark starts (as the hadoop user).
 #
-#   bootstrap-emr.sh --artifacts s3://BUCKET/PREFIX/<tag>/ [--venv /opt/fruits-features/venv]
-#                    [--python python3.11] [--weights s3://.../w.h5 --weights-path /opt/.../w.h5]
-#                    [--pyproject FILE] [--dry-run]
+#   bootstrap-emr.sh --artifacts s3://BUCKET/PREFIX/<tag>/ [--engine onnxruntime|tensorflow]
+#                    [--venv /opt/fruits-features/venv] [--python python3.11]
+#                    [--weights s3://.../w.h5 --weights-path /opt/.../w.h5] [--pyproject FILE] [--dry-run]
 #
-# 1. fetches requirements-emr.txt, constraints.txt and the wheel from the artifacts folder that
-#    `make package` built and the submit command uploaded, checked against its SHA256SUMS;
+# --engine is the job's model.engine (default onnxruntime); it chooses what the node installs:
+#   onnxruntime  requirements-emr-onnxruntime.txt: the project's own dependencies, ONNX Runtime
+#                among them; no TensorFlow or Keras. The driver fetches the model files (the
+#                weights, to check the ONNX file's origin, and the ONNX file) from S3 itself, and
+#                each node's executors download the ONNX file once; --weights is refused.
+#   tensorflow   requirements-emr-tensorflow.txt: the same plus TensorFlow and Keras (the
+#                project's `tensorflow` extra); --weights copies the weights to this node.
+#
+# 1. fetches the engine's requirements file, constraints.txt and the wheel from the artifacts
+#    folder that `make package` built and the submit command uploaded, checked against its SHA256SUMS;
 # 2. installs python3.11 from the Amazon Linux 2023 repository when missing (EMR 7's python3 is
-#    3.9, which the pinned TensorFlow does not support; python3 itself must stay, dnf needs it);
+#    3.9; the project and its pins need 3.11; python3 itself must stay, dnf needs it);
 # 3. creates a venv and installs the pinned requirements, then the wheel without dependencies
 #    (the nodes' Spark is EMR's own: pyspark is not installed);
-# 4. copies the model weights from S3 once to a local path on this node;
+# 4. with --engine tensorflow and --weights, copies the model weights from S3 once to a local
+#    path on this node;
 # 5. checks the pins before installing anything else: each equals constraints.txt, and every
-#    dependency the wheel (and pyproject.toml, with --pyproject) declares is pinned inside its
-#    range; after the install, that each is installed at its pin.
+#    dependency the wheel (and pyproject.toml, with --pyproject) declares for the engine, its
+#    extra included, is pinned inside its range; after the install, that each is installed at its pin.
 #
 # --dry-run fetches and checks, runs nothing else, and prints every command it would run
 # (`+ command`, one a line) and the pins it would install (`pin name==version`). The check then
@@ -25,6 +34,7 @@ set -euo pipefail
 readonly PROVIDED_BY_EMR="pyspark py4j"
 
 artifacts=""
+engine="onnxruntime"
 venv="/opt/fruits-features/venv"
 python="python3.11"
 weights=""
@@ -41,10 +51,11 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
-  --artifacts | --venv | --python | --weights | --weights-path | --pyproject)
+  --artifacts | --engine | --venv | --python | --weights | --weights-path | --pyproject)
     (($# >= 2)) || die "$1 needs a value"
     case "$1" in
     --artifacts) artifacts=$2 ;;
+    --engine) engine=$2 ;;
     --venv) venv=$2 ;;
     --python) python=$2 ;;
     --weights) weights=$2 ;;
@@ -66,7 +77,15 @@ while (($#)); do
 done
 
 [[ -n $artifacts ]] || die "--artifacts is required (the s3:// folder the submit command uploaded)"
+case "$engine" in
+onnxruntime) extras="" ;;
+tensorflow) extras="tensorflow" ;; # the pyproject.toml extra the engine's nodes install
+*) die "--engine must be onnxruntime or tensorflow, got '$engine'" ;;
+esac
+readonly requirements="requirements-emr-$engine.txt"
 if [[ -n $weights || -n $weights_path ]]; then
+  [[ $engine == tensorflow ]] ||
+    die "--weights is for --engine tensorflow: with onnxruntime the job fetches its model files from S3"
   [[ $weights == s3://* ]] || die "--weights must be an s3:// URI, got '$weights'"
   [[ $weights_path == /* ]] || die "--weights-path must be an absolute path, got '$weights_path'"
 fi
@@ -102,29 +121,30 @@ fetch() {
 fetch SHA256SUMS
 wheel=$(awk '$2 ~ /^fruits_features-.*\.whl$/ { print $2 }' "$work/SHA256SUMS")
 [[ -n $wheel ]] || die "no wheel is listed in ${artifacts%/}/SHA256SUMS"
-for name in requirements-emr.txt constraints.txt "$wheel"; do
+for name in "$requirements" constraints.txt "$wheel"; do
   fetch "$name"
   expected=$(awk -v name="$name" '$2 == name { print $1 }' "$work/SHA256SUMS")
   actual=$(sha256sum "$work/$name" | awk '{ print $1 }')
   [[ $expected == "$actual" ]] || die "$name does not match its SHA256SUMS entry: the upload is incomplete"
 done
 
-pins=$(grep -Ev '^[[:space:]]*(#|$)' "$work/requirements-emr.txt")
+pins=$(grep -Ev '^[[:space:]]*(#|$)' "$work/$requirements")
 for provided in $PROVIDED_BY_EMR; do
   if grep -qiE "^${provided}==" <<<"$pins"; then
-    die "requirements-emr.txt pins $provided, which the nodes get from EMR's own Spark"
+    die "$requirements pins $provided, which the nodes get from EMR's own Spark"
   fi
 done
 while read -r pin; do
   echo "pin $pin"
 done <<<"$pins"
-log "$(wc -l <<<"$pins") pinned requirements, then $wheel"
+log "engine $engine: $(wc -l <<<"$pins") pinned requirements ($requirements), then $wheel"
 
 # pin_check PYTHON INSTALLED: requirements == constraints.txt, inside the ranges the wheel (and
-# --pyproject) declare, and with INSTALLED=1 also installed at exactly those versions in PYTHON.
+# --pyproject) declare for the engine's extras, and with INSTALLED=1 also installed at exactly
+# those versions in PYTHON.
 pin_check() {
-  "$1" - "$work/requirements-emr.txt" "$work/constraints.txt" "$work/$wheel" \
-    "$pyproject" "$2" "$PROVIDED_BY_EMR" <<'PY'
+  "$1" - "$work/$requirements" "$work/constraints.txt" "$work/$wheel" \
+    "$pyproject" "$2" "$PROVIDED_BY_EMR" "$extras" <<'PY'
 """The pin check: requirements == constraints, inside the declared ranges, and installed."""
 import sys
 import zipfile
@@ -137,8 +157,10 @@ try:
 except ImportError:
     sys.exit(f"bootstrap-emr: error: the pin check needs the 'packaging' module in {sys.executable}")
 
-requirements_path, constraints_path, wheel_path, pyproject, installed, provided = sys.argv[1:7]
+requirements_path, constraints_path, wheel_path, pyproject, installed, provided, extras = sys.argv[1:8]
 provided_by_emr = set(provided.split())
+extras = extras.split()
+label = requirements_path.rsplit("/", 1)[-1]
 
 
 def read_pins(path):
@@ -172,11 +194,16 @@ if pyproject:
     import tomllib
 
     with open(pyproject, "rb") as handle:
-        declared += [("pyproject.toml", line) for line in tomllib.load(handle)["project"]["dependencies"]]
+        project = tomllib.load(handle)["project"]
+    declared += [("pyproject.toml", line) for line in project["dependencies"]]
+    for extra in extras:
+        declared += [("pyproject.toml", line) for line in project["optional-dependencies"][extra]]
 for source, line in declared:
     requirement = Requirement(line)
-    if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
-        continue  # an optional extra (dev), or another platform
+    if requirement.marker is not None and not any(
+        requirement.marker.evaluate({"extra": extra}) for extra in ["", *extras]
+    ):
+        continue  # another extra (dev, export), or another platform
     key = canonicalize_name(requirement.name)
     if key in provided_by_emr:
         continue
@@ -200,8 +227,8 @@ for problem in problems:
 if problems:
     sys.exit(f"bootstrap-emr: error: {len(problems)} pin problem(s)")
 where = " and installed" if installed == "1" else ""
-print(f"bootstrap-emr: pin check: {len(requirements)} pins agree with constraints.txt and the declared ranges{where}",
-      file=sys.stderr)
+print(f"bootstrap-emr: pin check: {len(requirements)} pins of {label} agree with constraints.txt and the "
+      f"declared ranges{where}", file=sys.stderr)
 PY
 }
 
@@ -213,8 +240,9 @@ if ! command -v "$python" >/dev/null 2>&1; then
   "${as_root[@]}" dnf install -y -q "$python" "$python-pip"
 fi
 
-# The check needs `packaging` (a pinned dependency of TensorFlow): installed first, at its pin.
-packaging_pin=$(grep -iE '^packaging==' <<<"$pins") || die "requirements-emr.txt pins no 'packaging'"
+# The check needs `packaging` (a pinned dependency of ONNX Runtime and TensorFlow): installed
+# first, at its pin.
+packaging_pin=$(grep -iE '^packaging==' <<<"$pins") || die "$requirements pins no 'packaging'"
 run "${as_root[@]}" "$python" -m venv "$venv"
 run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input "$packaging_pin"
 if ((dry_run)); then
@@ -223,7 +251,7 @@ else
   pin_check "$venv/bin/python" 0
 fi
 run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input \
-  -r "$work/requirements-emr.txt"
+  -r "$work/$requirements"
 run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input --no-deps \
   "$work/$wheel"
 
@@ -238,7 +266,11 @@ fi
 
 if ((!dry_run)); then
   pin_check "$venv/bin/python" 1
-  "$venv/bin/python" -c 'import fruits_features, keras, pandas, pyarrow, tensorflow' ||
-    die "the installed environment $venv cannot import the job's libraries"
+  libraries="fruits_features, onnxruntime, pandas, pyarrow"
+  if [[ $engine == tensorflow ]]; then
+    libraries+=", keras, tensorflow"
+  fi
+  "$venv/bin/python" -c "import $libraries" ||
+    die "the installed environment $venv cannot import the job's libraries ($libraries)"
 fi
 log "done"

@@ -2,12 +2,16 @@
 # Prepare a fresh Ubuntu EC2 instance (22.04 or 24.04; a t2.xlarge: 4 vCPU, 16 GiB) to run the job
 # with spark-submit in local mode. Run it from a checkout of this repository:
 #
-#   scripts/setup-ec2.sh [--venv /opt/fruits-features/venv] [--dry-run]
+#   scripts/setup-ec2.sh [--engine onnxruntime|tensorflow] [--venv /opt/fruits-features/venv] [--dry-run]
+#
+# --engine is the job's model.engine (default onnxruntime, as in conf/ec2.yaml); it chooses what
+# the venv holds: onnxruntime installs the project's own dependencies (ONNX Runtime among them, no
+# TensorFlow or Keras); tensorflow adds the project's `tensorflow` extra (TensorFlow and Keras).
 #
 # 1. installs Java 17 (Spark's JVM) and Python 3.11 or newer with venv, from Ubuntu's archive
 #    (python3 on 24.04; python3.11 from universe on 22.04, whose python3 is 3.10);
-# 2. creates the venv and installs the project with every dependency pinned by constraints.txt
-#    (pyspark included: local mode runs the Spark that comes with it);
+# 2. creates the venv and installs the project for the engine with every dependency pinned by
+#    constraints.txt (pyspark included: local mode runs the Spark that comes with it);
 # 3. checks that the job's libraries import, and prints the spark-submit command to run.
 #
 # It uses sudo when not run as root. S3 is reached with the instance profile's credentials: no keys
@@ -16,6 +20,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="/opt/fruits-features/venv"
+engine="onnxruntime"
 dry_run=0
 
 die() {
@@ -25,9 +30,9 @@ die() {
 
 while (($#)); do
   case "$1" in
-  --venv)
-    (($# >= 2)) || die "--venv needs a value"
-    venv=$2
+  --venv | --engine)
+    (($# >= 2)) || die "$1 needs a value"
+    if [[ $1 == --venv ]]; then venv=$2; else engine=$2; fi
     shift 2
     ;;
   --dry-run)
@@ -42,6 +47,19 @@ while (($#)); do
   esac
 done
 [[ $venv == /* ]] || die "--venv must be an absolute path, got '$venv'"
+case "$engine" in
+onnxruntime)
+  project=$root
+  libraries="fruits_features, onnxruntime, pyspark"
+  engine_args=""
+  ;;
+tensorflow)
+  project="${root}[tensorflow]" # the extra: TensorFlow and Keras
+  libraries="fruits_features, onnxruntime, pyspark, keras, tensorflow"
+  engine_args=" --set model.engine=tensorflow"
+  ;;
+*) die "--engine must be onnxruntime or tensorflow, got '$engine'" ;;
+esac
 [[ -f $root/constraints.txt && -f $root/pyproject.toml ]] || die "run me from a checkout of the repository"
 
 run() {
@@ -72,22 +90,22 @@ if ! new_enough python3; then # Ubuntu 22.04: python3 is 3.10
 fi
 
 run "${as_root[@]}" "$python" -m venv "$venv"
-run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-input -c "$root/constraints.txt" "$root"
+run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-input -c "$root/constraints.txt" "$project"
 if ((!dry_run)); then
   "$root/scripts/check_prereqs.sh" "$venv/bin/python"
-  "$venv/bin/python" -c 'import fruits_features, keras, pyspark, tensorflow' ||
-    die "the environment $venv cannot import the job's libraries"
+  "$venv/bin/python" -c "import $libraries" ||
+    die "the environment $venv cannot import the job's libraries ($libraries)"
 fi
 
 if ((dry_run)); then
-  echo "setup-ec2: dry run, nothing was installed. Once installed, run the job with:"
+  echo "setup-ec2: dry run, nothing was installed. Once installed ($engine engine), run the job with:"
 else
-  echo "setup-ec2: ready. Run the job (4 local cores, 4 GiB for the driver JVM; see conf/ec2.yaml):"
+  echo "setup-ec2: ready ($engine engine). Run the job (4 local cores, 4 GiB for the driver JVM; see conf/ec2.yaml):"
 fi
 cat <<EOF
 
   cd $root
   PYSPARK_PYTHON=$venv/bin/python $venv/bin/spark-submit --master 'local[4,4]' --driver-memory 4g \\
       jobs/extract_features.py --config conf/ec2.yaml \\
-      --input s3://BUCKET/fruits-360/Training/ --output s3://BUCKET/features/
+      --input s3://BUCKET/fruits-360/Training/ --output s3://BUCKET/features/$engine_args
 EOF

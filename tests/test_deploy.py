@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ from deploy_support import (
     emr_backend,
     recorded_emr_requests,
 )
+from fruits_features.config import load_config
 from fruits_features.deploy import emr
 from fruits_features.deploy.errors import PackageError
 from fruits_features.deploy.package import (
     PROVIDED_BY_EMR,
+    REQUIREMENTS,
     Package,
     Pin,
     build_package,
@@ -41,9 +44,11 @@ from fruits_features.deploy.package import (
     read_pins,
 )
 from fruits_features.deploy.settings import load_settings
+from fruits_features.engines import Engine
 from fruits_features.errors import ConfigError
 
 WEIGHTS = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+ONNX = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.224px.onnx"
 NODE_WEIGHTS = (
     "/opt/fruits-features/weights/"
     f"{hashlib.sha256(WEIGHTS.encode()).hexdigest()[:16]}/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -107,7 +112,9 @@ def base_args(package: Package, settings: Path, bucket: str, run_id: str) -> lis
     ]
 
 
-def expected_step_args(package: Package, bucket: str, run_id: str) -> list[str]:
+def expected_step_args(package: Package, bucket: str, run_id: str, *tail: str) -> list[str]:
+    """The step's command line for conf/emr.yaml (engine onnxruntime: the job reads the s3:// model
+    files itself, no override), ``tail`` after it (the tensorflow engine's node-local weights)."""
     artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
     return [
         "spark-submit",
@@ -138,8 +145,7 @@ def expected_step_args(package: Package, bucket: str, run_id: str) -> list[str]:
         run_id,
         "--set",
         "pca.k=10",
-        "--set",
-        f"model.weights={NODE_WEIGHTS}",
+        *tail,
     ]
 
 
@@ -189,19 +195,18 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
     assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
     assert "AutoTerminationPolicy" not in params  # a one-off cluster ends with its step
     (bootstrap,) = params["BootstrapActions"]
+    # conf/emr.yaml's engine, onnxruntime: the light requirement set and no weights on the nodes.
     assert bootstrap["ScriptBootstrapAction"] == {
         "Path": f"{artifacts}bootstrap-emr.sh",
         "Args": [
             "--artifacts",
             artifacts,
+            "--engine",
+            "onnxruntime",
             "--venv",
             "/opt/fruits-features/venv",
             "--python",
             "python3.11",
-            "--weights",
-            WEIGHTS,
-            "--weights-path",
-            NODE_WEIGHTS,
         ],
     }
     (step,) = params["Steps"]
@@ -211,6 +216,94 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
         "Jar": "command-runner.jar",
         "Args": expected_step_args(package, bucket, "dry-1"),
     }
+
+
+def test_the_tensorflow_engine_bootstraps_tensorflow_and_points_the_step_at_node_local_weights(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    plan = dry_run(package, settings, bucket, "dry-tf", capsys, "--set", "model.engine=tensorflow")
+
+    params = plan["requests"][0]["parameters"]
+    artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
+    (bootstrap,) = params["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"]["Args"] == [
+        "--artifacts",
+        artifacts,
+        "--engine",
+        "tensorflow",
+        "--venv",
+        "/opt/fruits-features/venv",
+        "--python",
+        "python3.11",
+        "--weights",
+        WEIGHTS,
+        "--weights-path",
+        NODE_WEIGHTS,
+    ]
+    (step,) = params["Steps"]
+    expected = expected_step_args(package, bucket, "dry-tf", "--set", f"model.weights={NODE_WEIGHTS}")
+    # The job's own --set comes through, then the node-local copy of the weights, last so it wins.
+    expected[expected.index("pca.k=10") + 1 : expected.index("pca.k=10") + 1] = [
+        "--set",
+        "model.engine=tensorflow",
+    ]
+    assert step["HadoopJarStep"]["Args"] == expected
+
+
+def test_the_onnxruntime_step_reads_the_configured_s3_onnx_file_without_an_override(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    job = yaml.safe_load((ROOT / "conf" / "emr.yaml").read_text())
+    assert (job["model"]["engine"], job["model"]["weights"], job["model"]["onnx"]) == (
+        "onnxruntime",
+        WEIGHTS,
+        ONNX,
+    )
+    other = "s3://fruits-artifacts-bucket/models/other.224px.onnx"
+
+    plan = dry_run(package, settings, bucket, "dry-onnx", capsys, "--set", f"model.onnx={other}")
+
+    args = plan["requests"][0]["parameters"]["Steps"][0]["HadoopJarStep"]["Args"]
+    # The config (and the job's own --set) name the model files; the plan adds no model override.
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "--set"] == [
+        "pca.k=10",
+        f"model.onnx={other}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ["--set", "model.weights=imagenet"],
+            "config key 'model.weights': model.engine=onnxruntime on EMR reads the weights from S3",
+        ),
+        (
+            ["--set", "model.onnx=/opt/models/r50.224px.onnx"],
+            "config key 'model.onnx': model.engine=onnxruntime on EMR reads the ONNX file from S3, "
+            "got '/opt/models/r50.224px.onnx'",
+        ),
+    ],
+)
+def test_onnxruntime_model_files_outside_s3_are_refused_before_any_upload(
+    package: Package,
+    s3,
+    bucket: str,
+    emr_endpoint: str,
+    tmp_path: Path,
+    caplog,
+    change: list[str],
+    message: str,
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    assert submit(*base_args(package, settings, bucket, "local-model"), *change) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert message in error
+    assert keys(s3, bucket) == []
 
 
 def test_kept_alive_cluster_gets_the_idle_timeout(
@@ -240,6 +333,10 @@ def test_dry_run_for_an_existing_cluster_describes_it_then_adds_the_step(
     ]
     (step,) = plan["requests"][1]["parameters"]["Steps"]
     assert step["HadoopJarStep"]["Args"] == expected_step_args(package, bucket, "dry-3")
+    # The cluster was bootstrapped earlier: the plan says which engine the step needs it to have.
+    assert any(
+        "model.engine=onnxruntime) runs on a cluster bootstrapped with either" in n for n in plan["then"]
+    )
 
 
 # --- live submissions against moto ---------------------------------------------------------
@@ -498,28 +595,72 @@ def test_a_missing_or_changed_package_exits_2_naming_make_package(
 # --- the package ---------------------------------------------------------------------------
 
 
-def test_node_requirements_pin_the_run_time_closure_exactly_as_constraints(package: Package) -> None:
-    requirements = read_pins(package.dist / "requirements-emr.txt")
+def test_each_engine_gets_a_requirement_set_built_listed_and_checksummed(package: Package) -> None:
+    assert REQUIREMENTS == {
+        "onnxruntime": "requirements-emr-onnxruntime.txt",
+        "tensorflow": "requirements-emr-tensorflow.txt",
+    }
+    assert set(REQUIREMENTS) == set(typing.get_args(Engine))  # every model.engine the job knows
+    sums = {line.split("  ", 1)[1] for line in (package.dist / "SHA256SUMS").read_text().splitlines()}
+    for name in REQUIREMENTS.values():
+        assert name in package.files  # hence uploaded with the rest of dist/
+        assert name in sums
+    assert not (package.dist / "requirements-emr.txt").exists()
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "tensorflow"])
+def test_node_requirements_pin_the_run_time_closure_exactly_as_constraints(
+    package: Package, engine: str
+) -> None:
+    requirements = read_pins(package.dist / REQUIREMENTS[engine])
     constraints = read_pins(ROOT / "constraints.txt")
     assert {name: pin.version for name, pin in requirements.items()} == {
         name: constraints[name].version for name in requirements
     }
-    assert {"tensorflow", "keras", "pandas", "pyarrow", "numpy", "pillow", "boto3", "pydantic"} <= set(
+    assert {"onnxruntime", "pandas", "pyarrow", "numpy", "pillow", "boto3", "pydantic", "matplotlib"} <= set(
         requirements
     )
     assert not PROVIDED_BY_EMR & set(requirements)  # EMR's own Spark 3.5
     assert not {"moto", "pytest", "mypy", "ruff"} & set(requirements)  # nothing from the dev extra
+    assert not {"tf2onnx", "onnx"} & set(requirements)  # nor from the export extra
+    assert f"model.engine: {engine}" in (package.dist / REQUIREMENTS[engine]).read_text()
+
+
+def test_the_onnxruntime_set_is_the_light_one_without_tensorflow_or_what_only_it_needs(
+    package: Package,
+) -> None:
+    light = set(read_pins(package.dist / REQUIREMENTS["onnxruntime"]))
+    full = set(read_pins(package.dist / REQUIREMENTS["tensorflow"]))
+
+    assert {"onnxruntime", "flatbuffers", "protobuf", "packaging"} <= light  # ONNX Runtime and its needs
+    assert not {"tensorflow", "keras", "tf2onnx", "onnx"} & light
+    # TensorFlow's and Keras' own dependencies stay out too.
+    assert not {"h5py", "grpcio", "absl-py", "ml-dtypes", "optree", "libclang", "rich", "requests"} & light
+    # The tensorflow set is the light one plus the `tensorflow` extra's closure.
+    assert light < full
+    assert {"tensorflow", "keras", "h5py", "grpcio"} <= full - light
+    assert not {"tf2onnx", "onnx"} & full
+    assert len(light) < len(full) / 1.5
 
 
 def test_a_pin_outside_the_declared_range_is_refused(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\ndependencies = ["tensorflow>=2.16,<2.20", "pyspark>=3.5"]\n')
+    pyproject.write_text(
+        '[project]\ndependencies = ["onnxruntime>=1.17", "pyspark>=3.5"]\n'
+        '[project.optional-dependencies]\ntensorflow = ["tensorflow>=2.16,<2.20"]\n'
+    )
+    onnxruntime = Pin("onnxruntime", "1.32.0")
 
     with pytest.raises(
         PackageError, match=r"tensorflow==2\.21\.0 is outside the range tensorflow<2\.20,>=2\.16"
     ):
-        check_project_ranges([Pin("tensorflow", "2.21.0")], pyproject)
-    check_project_ranges([Pin("tensorflow", "2.19.0")], pyproject)  # pyspark comes from EMR
+        check_project_ranges([onnxruntime, Pin("tensorflow", "2.21.0")], pyproject, ["tensorflow"])
+    check_project_ranges([onnxruntime, Pin("tensorflow", "2.19.0")], pyproject, ["tensorflow"])
+    check_project_ranges([onnxruntime], pyproject)  # the extra is not the core's; pyspark comes from EMR
+    with pytest.raises(PackageError, match=r"onnxruntime is a dependency in .* but is not pinned"):
+        check_project_ranges([], pyproject)
+    with pytest.raises(PackageError, match=r"declares no extra 'torch'"):
+        check_project_ranges([onnxruntime], pyproject, ["torch"])
 
 
 def test_the_py_files_archive_carries_the_package_and_nothing_else(package: Package) -> None:
@@ -599,9 +740,17 @@ def test_job_policy_covers_exactly_the_configured_input_output_and_weights() -> 
         assert not _allowed(policy, "s3:DeleteObject", f"arn:aws:s3:::{target}run-1/_SUCCESS")
         assert not _allowed(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/other/secret.csv")
         assert not _allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": ""})
-    weights = yaml.safe_load((ROOT / "conf" / "emr.yaml").read_text())["model"]["weights"]
-    assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + weights.removeprefix("s3://"))
-    assert not _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + weights.removeprefix("s3://") + ".other")
+    for name in ("emr", "ec2"):
+        # The model files both engines read: the weights, and the ONNX export the driver checks and
+        # every machine downloads (model.onnx, or its default next to the weights).
+        model = load_config(ROOT / "conf" / f"{name}.yaml").model
+        for location in (model.weights, model.onnx_location()):
+            assert location.startswith("s3://"), (name, location)
+            assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
+            assert not _allowed(
+                policy, "s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://") + ".x"
+            )
+            assert not _allowed(policy, "s3:PutObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
 
 
 def test_node_and_submitter_policies_cover_the_artifacts_logs_and_the_two_roles_only() -> None:

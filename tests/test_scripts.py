@@ -9,10 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pandas as pd
+import pyspark
 import pytest
 
 from conftest import sample_classes, upload_sample
@@ -77,61 +77,120 @@ def test_scripts_pass_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_bootstrap_dry_run_prints_the_pinned_install_and_checks_the_pins(package: Package) -> None:
-    result = bootstrap_dry_run(
-        package.dist, "--weights", "s3://models/resnet50.h5", "--weights-path", "/opt/w/abc/resnet50.h5"
-    )
+def install_commands(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "tensorflow"])
+def test_bootstrap_dry_run_installs_the_engines_pinned_set_and_checks_the_pins(
+    package: Package, engine: str
+) -> None:
+    weights = ["--weights", "s3://models/resnet50.h5", "--weights-path", "/opt/w/abc/resnet50.h5"]
+
+    result = bootstrap_dry_run(package.dist, "--engine", engine, *(weights if engine == "tensorflow" else []))
 
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    pins = [line.removeprefix("pin ") for line in lines if line.startswith("pin ")]
-    requirements = read_pins(package.dist / "requirements-emr.txt")
+    name = f"requirements-emr-{engine}.txt"
+    requirements = read_pins(package.dist / name)
+    pins = [line.removeprefix("pin ") for line in result.stdout.splitlines() if line.startswith("pin ")]
     assert pins == [str(pin) for pin in requirements.values()]
-    commands = [line for line in lines if line.startswith("+ ")]
+    assert ("tensorflow" in requirements) == (engine == "tensorflow")
+    commands = install_commands(result)
     pip = "+ /opt/fruits-features/venv/bin/python -m pip install --quiet --no-cache-dir --no-input"
     assert commands[0] == f"+ {sys.executable} -m venv /opt/fruits-features/venv"
     assert commands[1] == f"{pip} packaging=={requirements['packaging'].version}"
     assert commands[2].startswith(f"{pip} -r /")
-    assert commands[2].endswith("/requirements-emr.txt")
+    assert commands[2].endswith(f"/{name}")
     assert commands[3].startswith(f"{pip} --no-deps /")
     assert commands[3].endswith(f"/{package.wheel}")
-    assert commands[4].startswith("+ aws s3 cp --only-show-errors s3://models/resnet50.h5 /")
-    assert commands[5].endswith(" /opt/w/abc/resnet50.h5")
-    assert len(commands) == 6
+    if engine == "tensorflow":  # the weights are copied to the node for Keras
+        assert commands[4].startswith("+ aws s3 cp --only-show-errors s3://models/resnet50.h5 /")
+        assert commands[5].endswith(" /opt/w/abc/resnet50.h5")
+        assert len(commands) == 6
+    else:  # the job fetches its model files from S3 itself
+        assert len(commands) == 4
     assert (
-        f"pin check: {len(requirements)} pins agree with constraints.txt and the declared ranges"
+        f"pin check: {len(requirements)} pins of {name} agree with constraints.txt and the declared ranges"
         in result.stderr
     )
 
 
+def test_bootstrap_defaults_to_the_onnxruntime_set(package: Package) -> None:
+    result = bootstrap_dry_run(package.dist)
+
+    assert result.returncode == 0, result.stderr
+    assert install_commands(result)[2].endswith("/requirements-emr-onnxruntime.txt")
+    assert "engine onnxruntime: " in result.stderr
+
+
 @pytest.mark.parametrize(
-    ("edits", "problem"),
+    ("args", "problem"),
     [
         (
-            {"requirements-emr.txt": ("tensorflow==2.21.0", "tensorflow==2.20.0")},
+            ["--weights", "s3://models/resnet50.h5", "--weights-path", "/opt/w/abc/resnet50.h5"],
+            "--weights is for --engine tensorflow: with onnxruntime the job fetches its model files from S3",
+        ),
+        (["--engine", "torch"], "--engine must be onnxruntime or tensorflow, got 'torch'"),
+    ],
+)
+def test_bootstrap_refuses_weights_without_tensorflow_and_unknown_engines(
+    package: Package, args: list[str], problem: str
+) -> None:
+    result = bootstrap_dry_run(package.dist, *args)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"bootstrap-emr: error: {problem}"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("engine", "edits", "problem"),
+    [
+        (
+            "tensorflow",
+            {"requirements-emr-tensorflow.txt": ("tensorflow==2.21.0", "tensorflow==2.20.0")},
             "pin check: tensorflow==2.20.0 but constraints.txt pins 2.21.0",
         ),
         (
+            "tensorflow",
             {
-                "requirements-emr.txt": ("keras==3.15.1", "keras==2.15.0"),
+                "requirements-emr-tensorflow.txt": ("keras==3.15.1", "keras==2.15.0"),
                 "constraints.txt": ("keras==3.15.1", "keras==2.15.0"),
             },
             "pin check: keras==2.15.0 is outside the range of the wheel: keras<4,>=3.3",
         ),
         (
-            {"requirements-emr.txt": ("pillow==", "not-pillow==")},
+            "tensorflow",  # the tensorflow extra is checked for its engine
+            {"requirements-emr-tensorflow.txt": ("tensorflow==", "not-tensorflow==")},
+            'pin check: tensorflow is required by the wheel (tensorflow<3,>=2.16; extra == "tensorflow") '
+            "but not pinned",
+        ),
+        (
+            "onnxruntime",
+            {"requirements-emr-onnxruntime.txt": ("onnxruntime==1.32.0", "onnxruntime==1.31.0")},
+            "pin check: onnxruntime==1.31.0 but constraints.txt pins 1.32.0",
+        ),
+        (
+            "onnxruntime",
+            {"requirements-emr-onnxruntime.txt": ("onnxruntime==", "not-onnxruntime==")},
+            "pin check: onnxruntime is required by the wheel (onnxruntime>=1.17) but not pinned",
+        ),
+        (
+            "onnxruntime",
+            {"requirements-emr-onnxruntime.txt": ("pillow==", "not-pillow==")},
             "pin check: pillow is required by the wheel (pillow>=10.3) but not pinned",
         ),
         (
-            {"requirements-emr.txt": ("pandas==2.3.3", "pandas==2.3.3\npyspark==4.0.5")},
-            "pins pyspark, which the nodes get from EMR's own Spark",
+            "onnxruntime",
+            {"requirements-emr-onnxruntime.txt": ("pandas==2.3.3", "pandas==2.3.3\npyspark==4.0.5")},
+            "requirements-emr-onnxruntime.txt pins pyspark, which the nodes get from EMR's own Spark",
         ),
     ],
 )
 def test_bootstrap_dry_run_refuses_inconsistent_pins(
-    package: Package, tmp_path: Path, edits: dict[str, tuple[str, str]], problem: str
+    package: Package, tmp_path: Path, engine: str, edits: dict[str, tuple[str, str]], problem: str
 ) -> None:
-    result = bootstrap_dry_run(edited_dist(package, tmp_path, edits))
+    result = bootstrap_dry_run(edited_dist(package, tmp_path, edits), "--engine", engine)
 
     assert result.returncode == 1
     assert problem in result.stderr
@@ -143,13 +202,14 @@ def test_bootstrap_refuses_artifacts_that_differ_from_their_checksums(
 ) -> None:
     target = tmp_path / "dist"
     shutil.copytree(package.dist, target)
-    with (target / "requirements-emr.txt").open("a") as handle:
+    with (target / "requirements-emr-tensorflow.txt").open("a") as handle:
         handle.write("extra-package==1.0\n")
 
-    result = bootstrap_dry_run(target)
+    assert bootstrap_dry_run(target, "--engine", "onnxruntime").returncode == 0  # not the file it fetches
+    result = bootstrap_dry_run(target, "--engine", "tensorflow")
 
     assert result.returncode == 1
-    assert "requirements-emr.txt does not match its SHA256SUMS entry" in result.stderr
+    assert "requirements-emr-tensorflow.txt does not match its SHA256SUMS entry" in result.stderr
 
 
 def test_bootstrap_usage_errors_are_one_line() -> None:
@@ -161,8 +221,24 @@ def test_bootstrap_usage_errors_are_one_line() -> None:
     assert run_script(str(BOOTSTRAP), "--help").stdout.startswith("EMR bootstrap action")
 
 
-def test_setup_ec2_dry_run_installs_java_17_python_and_the_pinned_project() -> None:
-    result = run_script(str(SETUP_EC2), "--venv", "/opt/ff/venv", "--dry-run")
+@pytest.mark.parametrize(
+    ("engine", "project", "job_args"),
+    [
+        (None, str(ROOT), "--output s3://BUCKET/features/\n"),  # the default: onnxruntime, no TensorFlow
+        ("onnxruntime", str(ROOT), "--output s3://BUCKET/features/\n"),
+        (
+            "tensorflow",
+            f"{ROOT}\\[tensorflow\\]",
+            "--output s3://BUCKET/features/ --set model.engine=tensorflow\n",
+        ),
+    ],
+)
+def test_setup_ec2_dry_run_installs_java_17_python_and_the_pinned_project_for_the_engine(
+    engine: str | None, project: str, job_args: str
+) -> None:
+    result = run_script(
+        str(SETUP_EC2), "--venv", "/opt/ff/venv", "--dry-run", *(["--engine", engine] if engine else [])
+    )
 
     assert result.returncode == 0, result.stderr
     commands = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
@@ -172,48 +248,67 @@ def test_setup_ec2_dry_run_installs_java_17_python_and_the_pinned_project() -> N
     )
     assert commands[-2].endswith(" -m venv /opt/ff/venv")
     assert commands[-1].endswith(
-        f"/opt/ff/venv/bin/python -m pip install --quiet --no-input -c {ROOT}/constraints.txt {ROOT}"
+        f"/opt/ff/venv/bin/python -m pip install --quiet --no-input -c {ROOT}/constraints.txt {project}"
     )
     command = "PYSPARK_PYTHON=/opt/ff/venv/bin/python /opt/ff/venv/bin/spark-submit --master 'local[4,4]'"
     assert f"{command} --driver-memory 4g" in result.stdout
+    assert result.stdout.endswith(job_args)
+    assert f"({engine or 'onnxruntime'} engine)" in result.stdout
+
+
+def test_setup_ec2_refuses_an_unknown_engine() -> None:
+    result = run_script(str(SETUP_EC2), "--engine", "torch", "--dry-run")
+
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip() == "setup-ec2: error: --engine must be onnxruntime or tensorflow, got 'torch'"
+    )
+
+
+def pip(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """This environment's pip, working on the venv of ``python``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.mark.integration
-def test_the_built_wheel_runs_the_job_with_spark_submit_away_from_the_source_tree(
-    package: Package, s3, bucket: str, weights: str, tmp_path: Path
+def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tensorflow(
+    package: Package, s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    """The EC2 command shape, on an environment that has the dependencies but not the source tree."""
-    # A fresh venv that sees the pinned dependencies of .venv (a plain path entry: the editable
-    # install's own .pth, which points at src/, is not processed from there), then the built wheel.
+    """An onnxruntime EMR node, away from the source tree: a venv with requirements-emr-onnxruntime.txt
+    and the wheel, nothing else. No pyspark either: spark-submit puts its own Spark's Python package on
+    the driver's and workers' path, as EMR's Spark does. The job's defaults choose the engine."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+    requirements = package.dist / "requirements-emr-onnxruntime.txt"
+    # --no-deps: a dependency the set lacks is not quietly added by pip; `pip check` then finds it.
+    # The pip cache (`make setup` filled it with these very versions) makes this a ~10 s install.
+    installed = pip(
+        python, "install", "--quiet", "--no-input", "--no-deps", "--no-compile", "-r", str(requirements)
     )
-    (site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = [str(python), "-c", "import fruits_features"]
-    assert subprocess.run(probe, capture_output=True, check=False).returncode != 0, "source tree leaks in"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-index",
-            str(package.dist / package.wheel),
-        ],
-        check=True,
+    assert installed.returncode == 0, (
+        f"installing {requirements.name} needs the pip cache or the index:\n{installed.stderr}"
     )
+    wheel = pip(python, "install", "--quiet", "--no-deps", "--no-index", str(package.dist / package.wheel))
+    assert wheel.returncode == 0, wheel.stderr
+    # The set is closed: every requirement of every installed distribution is met, but EMR's Spark.
+    problems = pip(python, "check").stdout.splitlines()
+    assert problems == [f"fruits-features {package.version} requires pyspark, which is not installed."]
+    probe = (
+        "import importlib.util as u; print(u.find_spec('fruits_features').origin); "
+        "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'pyspark') if u.find_spec(m)])"
+    )
+    origin, found = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert origin.startswith(str(venv))  # the wheel, not src/
+    assert found == "[]"
     upload_sample(s3, bucket, "images", sample_classes(3))
     run_dir = tmp_path / "cwd"
     run_dir.mkdir()
@@ -223,6 +318,8 @@ def test_the_built_wheel_runs_the_job_with_spark_submit_away_from_the_source_tre
         if k not in {"PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONPATH"}
     }
     env["PYSPARK_PYTHON"] = str(python)
+    # The Spark installation, as EMR's /usr/lib/spark: the venv cannot find it, having no pyspark.
+    env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
 
     result = subprocess.run(
         [
@@ -243,7 +340,7 @@ def test_the_built_wheel_runs_the_job_with_spark_submit_away_from_the_source_tre
             "--set",
             f"model.weights={weights}",
             "--set",
-            "model.image_size=64",
+            f"model.onnx={onnx_file}",
             "--set",
             "pca.k=2",
         ],
@@ -265,11 +362,7 @@ def test_the_built_wheel_runs_the_job_with_spark_submit_away_from_the_source_tre
     assert len(frame) == 6
     manifest = json.loads((local / "manifest.json").read_text())
     assert manifest["counts"]["featurized"] == 6
-    # The job ran from the installed wheel, not from src/.
-    installed = subprocess.run(
-        [str(python), "-c", "import fruits_features; print(fruits_features.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert installed.startswith(str(site))
+    assert manifest["model"]["engine"] == "onnxruntime"
+    assert manifest["model"]["onnx"] == onnx_file
+    assert manifest["versions"]["tensorflow"] is None
+    assert manifest["versions"]["keras"] is None

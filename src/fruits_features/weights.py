@@ -107,6 +107,11 @@ def check_weights(weights: str, s3: S3Settings) -> None:
     if weights == IMAGENET:
         try:
             imagenet_path()
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                f"model.weights=imagenet: Keras is not installed to download them ({one_line(exc)}); "
+                f"install the 'tensorflow' extra or {WEIGHTS_HINT}"
+            ) from exc
         # Keras reports a failed download as a bare Exception (or URLError/OSError beneath it).
         except Exception as exc:
             raise WeightsUnavailableError(

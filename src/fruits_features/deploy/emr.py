@@ -10,8 +10,8 @@
 1. validates both configs and the built ``dist/`` (``make package``) before any AWS call;
 2. uploads ``dist/`` to ``<artifacts_uri><version>-<digest>/`` and the job config to
    ``<artifacts_uri>runs/<run id>/``;
-3. creates a cluster (``RunJobFlow``, with the bootstrap action and the step) or, with
-   ``--cluster-id``, adds the step to that cluster (``AddJobFlowSteps``);
+3. creates a cluster (``RunJobFlow``, with the bootstrap action for the job's ``model.engine`` and
+   the step) or, with ``--cluster-id``, adds the step to that cluster (``AddJobFlowSteps``);
 4. polls ``DescribeStep`` until the step ends and reports its state, the output and the logs.
 
 ``--dry-run`` prints the uploads and the exact API requests as JSON, and calls nothing.

@@ -7,17 +7,28 @@
       fruits_features-<version>.zip                the same package for spark-submit --py-files
       extract_features.py                          the entry point
       bootstrap-emr.sh                             the EMR bootstrap action
-      requirements-emr.txt                         the nodes' pinned dependencies
+      requirements-emr-onnxruntime.txt             the nodes' pinned dependencies, model.engine: onnxruntime
+      requirements-emr-tensorflow.txt              the same with TensorFlow, model.engine: tensorflow
       constraints.txt                              the project's pins, for the bootstrap's check
       conf/*.yaml                                  the configs
       SHA256SUMS                                   what was built; its digest names the S3 folder
 
-``requirements-emr.txt`` pins the run-time dependency closure of the project, read from the
-installed ``.venv`` (which ``make setup`` installs from ``constraints.txt``), with every version
-taken from ``constraints.txt``. pyspark and py4j are left out: an EMR node runs its own Spark
-(3.5 on EMR 7), and spark-submit puts that Spark's Python package first on the path. So are pip,
-setuptools and wheel, which ``pip freeze`` leaves out of ``constraints.txt``: a node's venv keeps
-the versions its Python comes with.
+One requirements file per engine (``model.engine``), each the run-time dependency closure of what
+that engine's nodes need, read from the installed ``.venv`` (which ``make setup`` installs from
+``constraints.txt``), with every version taken from ``constraints.txt``:
+
+- ``requirements-emr-onnxruntime.txt``: the project's own dependencies (``[project] dependencies``
+  of ``pyproject.toml``, ONNX Runtime among them) and theirs. No TensorFlow, Keras, tf2onnx or
+  onnx, nor anything only they need: the ONNX engine's nodes never import them.
+- ``requirements-emr-tensorflow.txt``: the same plus the ``tensorflow`` extra (TensorFlow, Keras)
+  and their dependencies.
+
+The project's direct dependencies are read from ``pyproject.toml``, the source the wheel is built
+from, not from the installed project's metadata (which an editable install leaves stale until the
+next ``make setup``). pyspark and py4j are left out: an EMR node runs its own Spark (3.5 on EMR 7),
+and spark-submit puts that Spark's Python package first on the path. So are pip, setuptools and
+wheel, which ``pip freeze`` leaves out of ``constraints.txt``: a node's venv keeps the versions its
+Python comes with.
 """
 
 from __future__ import annotations
@@ -46,7 +57,9 @@ from fruits_features.deploy.errors import PackageError
 log = logging.getLogger(__name__)
 
 PROJECT = "fruits-features"
-REQUIREMENTS = "requirements-emr.txt"
+# model.engine -> the pyproject.toml extras its nodes install beside the core dependencies.
+ENGINE_EXTRAS: dict[str, tuple[str, ...]] = {"onnxruntime": (), "tensorflow": ("tensorflow",)}
+ENGINES = tuple(ENGINE_EXTRAS)
 CONSTRAINTS = "constraints.txt"
 ENTRY_POINT = "extract_features.py"
 BOOTSTRAP = "bootstrap-emr.sh"
@@ -119,8 +132,37 @@ def read_pins(path: Path) -> dict[str, Pin]:
     return pins
 
 
-def runtime_closure(project: str = PROJECT) -> set[str]:
-    """Canonical names of every distribution ``project`` needs at run time, ``project`` excluded.
+def requirements_name(engine: str) -> str:
+    """The requirements file of the nodes that run ``engine``: ``requirements-emr-<engine>.txt``."""
+    if engine not in ENGINE_EXTRAS:
+        raise PackageError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return f"requirements-emr-{engine}.txt"
+
+
+REQUIREMENTS = {engine: requirements_name(engine) for engine in ENGINES}
+
+
+def declared_requirements(pyproject: Path, extras: Iterable[str] = ()) -> list[Requirement]:
+    """The project's direct dependencies in ``pyproject.toml``, with those of ``extras``.
+
+    Raises:
+        PackageError: if the file cannot be read or an extra is not declared.
+    """
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise PackageError(f"{pyproject}: no [project] table to read the dependencies from ({exc})") from exc
+    lines = list(project.get("dependencies", []))
+    optional = project.get("optional-dependencies", {})
+    for extra in extras:
+        if extra not in optional:
+            raise PackageError(f"{pyproject} declares no extra {extra!r}")
+        lines += optional[extra]
+    return [Requirement(line) for line in lines]
+
+
+def runtime_closure(requirements: Iterable[Requirement]) -> set[str]:
+    """Canonical names of every distribution ``requirements`` need at run time, themselves included.
 
     Walks the installed distributions' ``Requires-Dist`` metadata, evaluating environment markers
     for this interpreter and following requested extras.
@@ -129,7 +171,12 @@ def runtime_closure(project: str = PROJECT) -> set[str]:
         PackageError: if a needed distribution is not installed.
     """
     seen: set[str] = set()
-    pending: list[tuple[str, frozenset[str]]] = [(project, frozenset())]
+    pending: list[tuple[str, frozenset[str]]] = []
+    for requirement in requirements:
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            dependency = canonicalize_name(requirement.name)
+            seen.add(dependency)
+            pending.append((dependency, frozenset(requirement.extras)))
     visited: set[tuple[str, frozenset[str]]] = set()
     while pending:
         name, extras = pending.pop()
@@ -151,12 +198,12 @@ def runtime_closure(project: str = PROJECT) -> set[str]:
             dependency = canonicalize_name(requirement.name)
             seen.add(dependency)
             pending.append((dependency, frozenset(requirement.extras)))
-    seen.discard(canonicalize_name(project))
+    seen.discard(canonicalize_name(PROJECT))
     return seen
 
 
-def cluster_pins(constraints: Path, project: str = PROJECT) -> list[Pin]:
-    """The pins of the nodes' requirements: the run-time closure less EMR's own Spark.
+def cluster_pins(constraints: Path, requirements: Iterable[Requirement]) -> list[Pin]:
+    """The pins of the nodes' requirements: the run-time closure of ``requirements`` less EMR's own Spark.
 
     Raises:
         PackageError: if a needed distribution has no pin in ``constraints``, or the installed
@@ -164,7 +211,7 @@ def cluster_pins(constraints: Path, project: str = PROJECT) -> list[Pin]:
     """
     pins = read_pins(constraints)
     result: list[Pin] = []
-    for name in sorted(runtime_closure(project) - PROVIDED_BY_EMR - INSTALLER_TOOLING):
+    for name in sorted(runtime_closure(requirements) - PROVIDED_BY_EMR - INSTALLER_TOOLING):
         pin = pins.get(name)
         if pin is None:
             raise PackageError(f"{name} is needed at run time but has no pin in {constraints}")
@@ -177,16 +224,31 @@ def cluster_pins(constraints: Path, project: str = PROJECT) -> list[Pin]:
     return result
 
 
-def check_project_ranges(pins: Iterable[Pin], pyproject: Path) -> None:
-    """Make sure each of the project's direct dependencies is pinned inside its declared range.
+def engine_pins(root: Path, engine: str) -> list[Pin]:
+    """The pins of the nodes that run ``engine``, checked against the ranges ``pyproject.toml`` declares.
+
+    Raises:
+        PackageError: for an unknown engine, a missing pin or a pin outside its declared range.
+    """
+    requirements_name(engine)  # an unknown engine is refused by name
+    extras = ENGINE_EXTRAS[engine]
+    pyproject = root / "pyproject.toml"
+    pins = cluster_pins(root / CONSTRAINTS, declared_requirements(pyproject, extras))
+    check_project_ranges(pins, pyproject, extras)
+    return pins
+
+
+def check_project_ranges(pins: Iterable[Pin], pyproject: Path, extras: Iterable[str] = ()) -> None:
+    """Make sure each of the project's direct dependencies (and those of ``extras``) is pinned inside
+    its declared range.
 
     Raises:
         PackageError: naming the dependency, its pin and its range.
     """
-    declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
     by_name = {canonicalize_name(pin.name): pin for pin in pins}
-    for line in declared:
-        requirement = Requirement(line)
+    for requirement in declared_requirements(pyproject, extras):
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # another platform
         name = canonicalize_name(requirement.name)
         if name in PROVIDED_BY_EMR:
             continue
@@ -197,11 +259,14 @@ def check_project_ranges(pins: Iterable[Pin], pyproject: Path) -> None:
             raise PackageError(f"{pin} is outside the range {requirement} of {pyproject}")
 
 
-def requirements_text(pins: Iterable[Pin], constraints_name: str = CONSTRAINTS) -> str:
-    """The body of ``requirements-emr.txt``."""
+def requirements_text(pins: Iterable[Pin], engine: str, constraints_name: str = CONSTRAINTS) -> str:
+    """The body of ``requirements-emr-<engine>.txt``."""
+    extras = ENGINE_EXTRAS[engine]
+    what = f"{PROJECT}[{','.join(extras)}]" if extras else PROJECT
     header = [
-        f"# Generated by `make package` from {constraints_name}: the run-time dependencies of {PROJECT},",
-        "# pinned, for the EMR nodes (installed by bootstrap-emr.sh into a Python 3.11 venv).",
+        f"# Generated by `make package` from {constraints_name}: the run-time dependencies of {what},",
+        f"# pinned, for the EMR nodes that run model.engine: {engine}",
+        f"# (installed by bootstrap-emr.sh --engine {engine} into a Python 3.11 venv).",
         "# pyspark and py4j are not here: the nodes run EMR's own Spark 3.5; nor are pip, setuptools, wheel.",
     ]
     return "\n".join([*header, *(str(pin) for pin in pins)]) + "\n"
@@ -270,8 +335,7 @@ def build_package(root: Path, dist: Path, python: str = sys.executable) -> Packa
     Raises:
         PackageError: for a failed build, a missing pin or a pin outside its declared range.
     """
-    pins = cluster_pins(root / CONSTRAINTS)
-    check_project_ranges(pins, root / "pyproject.toml")
+    pins = {engine: engine_pins(root, engine) for engine in ENGINES}
     if dist.exists():
         shutil.rmtree(dist)
     dist.mkdir(parents=True)
@@ -284,7 +348,8 @@ def build_package(root: Path, dist: Path, python: str = sys.executable) -> Packa
     (dist / "conf").mkdir()
     for config in sorted((root / "conf").glob("*.yaml")):
         shutil.copy2(config, dist / "conf" / config.name)
-    (dist / REQUIREMENTS).write_text(requirements_text(pins), encoding="utf-8")
+    for engine, engine_set in pins.items():
+        (dist / REQUIREMENTS[engine]).write_text(requirements_text(engine_set, engine), encoding="utf-8")
     files = sorted(p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file())
     (dist / SUMS).write_text("".join(f"{_sha256(dist / name)}  {name}\n" for name in files), encoding="utf-8")
     return load_package(dist)
@@ -318,7 +383,7 @@ def load_package(dist: Path) -> Package:
         files=tuple(files),
         digest=hashlib.sha256(sums.encode("utf-8")).hexdigest(),
     )
-    for needed in (package.archive, ENTRY_POINT, BOOTSTRAP, REQUIREMENTS, CONSTRAINTS):
+    for needed in (package.archive, ENTRY_POINT, BOOTSTRAP, *REQUIREMENTS.values(), CONSTRAINTS):
         if needed not in files:
             raise PackageError(f"{dist} has no {needed}: run make package")
     return package
@@ -343,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("built %s (%d files, artifact folder %s):", package.dist, len(package.files), package.tag)
     for name in package.files:
         log.info("  %s", name)
+    for engine, name in REQUIREMENTS.items():
+        log.info("model.engine %s: %s, %d pins", engine, name, len(read_pins(package.dist / name)))
     return 0
 
 

@@ -3,6 +3,15 @@
 The same :class:`Plan` is printed by ``--dry-run`` and carried out by the submit command, so what a
 dry run shows is what EMR receives. Parameters use the API's own names (``RunJobFlow``,
 ``AddJobFlowSteps``), which are also boto3's keyword arguments.
+
+The job config's ``model.engine`` decides what the nodes get (``bootstrap-emr.sh --engine``):
+
+- ``onnxruntime``: the light requirement set, no TensorFlow. ``model.weights`` and ``model.onnx``
+  stay ``s3://`` URIs: the driver reads both to check that the ONNX file is the export of those
+  weights, and each node's executors download the ONNX file once. Both must be ``s3://``: nothing
+  puts a local file on the nodes, and ``imagenet`` would need Keras on the driver.
+- ``tensorflow``: TensorFlow and Keras too; ``s3://`` weights are copied to every node by the
+  bootstrap and the step points ``model.weights`` at that copy.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from typing import Any
 from fruits_features.config import JobConfig
 from fruits_features.deploy.package import BOOTSTRAP, ENTRY_POINT, Package
 from fruits_features.deploy.settings import DeploySettings, InstanceGroup
+from fruits_features.errors import ConfigError
 from fruits_features.storage import S3Uri
 
 # States in which DescribeStep's answer no longer changes.
@@ -99,11 +109,47 @@ def node_weights_path(settings: DeploySettings, weights_uri: str) -> str:
     return f"{settings.bootstrap.weights_dir}/{folder}/{weights_uri.rsplit('/', 1)[-1]}"
 
 
-def _s3_weights(job: JobConfig) -> str | None:
-    weights = job.model.weights
-    if weights.startswith(("s3://", "s3a://")):
-        return "s3://" + weights.split("://", 1)[1]
+def _s3(location: str) -> str | None:
+    if location.startswith(("s3://", "s3a://")):
+        return "s3://" + location.split("://", 1)[1]
     return None
+
+
+def node_weights(job: JobConfig) -> str | None:
+    """The ``s3://`` weights the bootstrap copies to every node: only the ``tensorflow`` engine's.
+
+    With ``onnxruntime`` the executors never read the weights; the driver reads them from S3.
+    """
+    if job.model.engine != "tensorflow":
+        return None
+    return _s3(job.model.weights)
+
+
+def check_engine_files(job: JobConfig) -> None:
+    """Refuse, before any upload, model files the engine cannot reach on an EMR cluster.
+
+    The ``onnxruntime`` engine's driver reads ``model.weights`` and ``model.onnx`` itself, in a venv
+    without Keras: both must be ``s3://`` URIs (a local path exists on no node; ``imagenet`` is a
+    Keras download).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    model = job.model
+    if model.engine != "onnxruntime":
+        return
+    if _s3(model.weights) is None:
+        raise ConfigError(
+            f"config key 'model.weights': model.engine=onnxruntime on EMR reads the weights from S3 "
+            f"(the nodes have no copy and no Keras), got {model.weights!r}: set the s3:// URI the ONNX "
+            "file was exported from, or use model.engine=tensorflow"
+        )
+    location = model.onnx_location()
+    if _s3(location) is None:
+        raise ConfigError(
+            f"config key 'model.onnx': model.engine=onnxruntime on EMR reads the ONNX file from S3, got "
+            f"{location!r}: export it to S3 (jobs/export_onnx.py --config <conf>) and set its s3:// URI"
+        )
 
 
 def python_path(settings: DeploySettings) -> str:
@@ -154,9 +200,12 @@ def spark_submit_args(
     args += ["--run-id", arguments.run_id]
     for item in arguments.overrides:
         args += ["--set", item]
-    weights = _s3_weights(job)
+    weights = node_weights(job)
     if weights is not None:
-        # Last, so it wins: the node-local copy of exactly the weights the config names.
+        # Last, so it wins: the node-local copy of exactly the weights the config names. Only for
+        # the tensorflow engine, which does not read model.onnx. With onnxruntime model.weights
+        # stays the s3:// URI, so an unset model.onnx resolves next to it on the driver as here,
+        # and no --set model.onnx is needed.
         args += ["--set", f"model.weights={node_weights_path(settings, weights)}"]
     return args
 
@@ -181,17 +230,22 @@ def step_name(settings: DeploySettings, run_id: str) -> str:
 
 
 def bootstrap_request(settings: DeploySettings, package: Package, job: JobConfig) -> dict[str, Any]:
-    """The ``BootstrapActionConfig`` that prepares every node (``scripts/bootstrap-emr.sh``)."""
+    """The ``BootstrapActionConfig`` that prepares every node (``scripts/bootstrap-emr.sh``).
+
+    ``--engine`` is the job's ``model.engine``: it chooses the requirement set the nodes install.
+    """
     artifacts = artifacts_prefix(settings, package)
     args = [
         "--artifacts",
         str(artifacts),
+        "--engine",
+        job.model.engine,
         "--venv",
         settings.bootstrap.venv,
         "--python",
         settings.bootstrap.python,
     ]
-    weights = _s3_weights(job)
+    weights = node_weights(job)
     if weights is not None:
         args += ["--weights", weights, "--weights-path", node_weights_path(settings, weights)]
     return {
@@ -281,7 +335,11 @@ def plan_submission(
 
     Returns:
         The uploads and API calls, in the order they are made.
+
+    Raises:
+        ConfigError: the engine's model files cannot be reached on a cluster (:func:`check_engine_files`).
     """
+    check_engine_files(job)
     artifacts = artifacts_prefix(settings, package)
     uploads = [Upload(package.dist / name, str(artifacts.join(name))) for name in package.files]
     uploads.append(
@@ -302,6 +360,11 @@ def plan_submission(
             ApiCall("AddJobFlowSteps", "add_job_flow_steps", {"JobFlowId": cluster_id, "Steps": [step]}),
         ]
         find_step = "the step id comes back from AddJobFlowSteps"
+        if job.model.engine == "tensorflow":
+            bootstrapped = "needs a cluster bootstrapped with --engine tensorflow"
+        else:  # requirements-emr-tensorflow.txt holds ONNX Runtime too
+            bootstrapped = "runs on a cluster bootstrapped with either --engine"
+        find_step += f"; the step (model.engine={job.model.engine}) {bootstrapped}"
     output = _folder(arguments.output_uri or job.output.uri, arguments.run_id)
     return Plan(
         run_id=arguments.run_id,
