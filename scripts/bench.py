@@ -173,14 +173,26 @@ def _measure_ceilings(args: argparse.Namespace) -> None:
 
 @dataclass
 class MemorySampler:
-    """Peak resident memory of a process tree, by role, sampled every ``interval`` seconds."""
+    """Peak resident memory and CPU seconds of a process tree, by role, sampled every ``interval`` s.
+
+    CPU seconds are each process's last sampled user + system time, summed by role: where the
+    machine's cores went (the model in the Python workers, the JVM, the local S3 server).
+    """
 
     root: int
     interval: float = 0.2
     peaks_mib: dict[str, float] = field(
         default_factory=lambda: {"driver_jvm": 0.0, "driver_python": 0.0, "worker": 0.0}
     )
+    _cpu: dict[int, tuple[str, float]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        totals = dict.fromkeys(self.peaks_mib, 0.0)
+        for role, seconds in self._cpu.values():
+            totals[role] += seconds
+        return totals
 
     def _role(self, process: psutil.Process) -> str | None:
         line = " ".join(process.cmdline())
@@ -206,6 +218,8 @@ class MemorySampler:
                     if role:
                         rss = process.memory_info().rss / 2**20
                         self.peaks_mib[role] = max(self.peaks_mib[role], rss)
+                        times = process.cpu_times()
+                        self._cpu[process.pid] = (role, times.user + times.system)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             self._stop.wait(self.interval)
@@ -238,6 +252,7 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         command += ["--set", item]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     started = time.perf_counter()
+    own = psutil.Process().cpu_times()  # this process serves the local S3 endpoint (moto's threads)
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as job:
@@ -245,6 +260,8 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         with sampler.running():
             log, _ = job.communicate()
     wall = time.perf_counter() - started
+    after = psutil.Process().cpu_times()
+    cpu = {**sampler.cpu_seconds, "local_s3": after.user + after.system - own.user - own.system}
     if job.returncode != 0:
         raise SystemExit(f"the job failed ({job.returncode}):\n{log[-4000:]}")
     body = s3_client().get_object(Bucket=BUCKET, Key=f"out/{run_id}/manifest.json")["Body"].read()
@@ -262,6 +279,7 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         "model_images": manifest["counts"]["model_images"],
         "featurized": manifest["counts"]["featurized"],
         "peak_memory_mib": sampler.peaks_mib,
+        "cpu_seconds": {role: round(seconds, 1) for role, seconds in cpu.items()},
         "classifier": manifest.get("classifier"),
     }
 
@@ -439,7 +457,7 @@ KNOBS: dict[str, list[list[str]]] = {
     "arrow maxRecordsPerBatch": [
         [f"spark.conf.spark.sql.execution.arrow.maxRecordsPerBatch={v}"] for v in (32, 256, 2048)
     ],
-    "spark.partitions": [["spark.partitions=2"], ["spark.partitions=0"], ["spark.partitions=32"]],
+    "spark.partitions": [["spark.partitions=0"], ["spark.partitions=8"], ["spark.partitions=32"]],
     "threads x task.cpus": [
         ["model.threads=1", "spark.conf.spark.task.cpus=1"],
         ["model.threads=2", "spark.conf.spark.task.cpus=2"],
