@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SAMPLE_DIR, sample_classes, spark_submit, upload_sample
+from conftest import ROOT, SAMPLE_DIR, sample_classes, spark_submit, upload_sample
 from fruits_features.config import ModelConfig
 from fruits_features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
 from fruits_features.errors import WeightsUnavailableError
@@ -255,3 +257,50 @@ def test_the_job_stops_before_spark_work_on_a_missing_or_mismatched_onnx_file(
         assert message in errors[0]
         assert "embedded" not in result.stdout  # no image was read or embedded
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/")
+
+
+# ------------------------------------------------------------------ the export command
+
+
+def test_load_samples_spreads_over_the_classes_from_a_folder_or_s3(s3, bucket: str) -> None:
+    upload_sample(s3, bucket, "images", sample_classes(6))
+
+    local = load_samples(str(SAMPLE_DIR), 5, 64, S3Settings())
+    remote = load_samples(f"s3://{bucket}/images/", 3, 64, S3Settings())
+
+    assert local.shape == (5, 64, 64, 3)
+    assert local.dtype == np.uint8
+    assert remote.shape == (3, 64, 64, 3)
+    # 12 images in 6 classes, every 4th: three different classes, not the first class's two images.
+    assert len({tuple(image.mean(axis=(0, 1)).round(3)) for image in remote}) == 3
+
+
+def _export_command(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        str(ROOT / "jobs" / "export_onnx.py"),
+        "--config",
+        str(ROOT / "conf" / "local.yaml"),
+    ]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--set", "model.engine=pytorch"], 2, "config key 'model.engine'"),
+        (["--samples", "/no/such/folder"], 3, "sample images: /no/such/folder is not a folder"),
+    ],
+)
+def test_the_export_command_fails_with_one_line(
+    args: list[str], code: int, message: str, weights: str, tmp_path: Path
+) -> None:
+    result = _export_command(
+        *args, "--set", f"model.weights={weights}", "--set", f"model.onnx={tmp_path}/m.onnx"
+    )
+
+    assert result.returncode == code, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if " ERROR export_onnx: " in line]
+    assert len(errors) == 1
+    assert message in errors[0]
+    assert not (tmp_path / "m.onnx").exists()

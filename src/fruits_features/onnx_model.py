@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fruits_features.decoding import ImageDecodeError, decode_image
 from fruits_features.engines import FEATURE_DIM, preprocess
@@ -149,7 +151,7 @@ def check_onnx(location: str, weights: str, image_size: int, s3: S3Settings) -> 
         uri = S3Uri.parse(location)
         try:
             s3_client(s3).head_object(Bucket=uri.bucket, Key=uri.key)
-        except Exception as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise OnnxModelError(f"model.onnx={location}: {describe_error(exc)}; {EXPORT_HINT}") from exc
     elif not Path(location).is_file():
         raise OnnxModelError(f"model.onnx={location}: no such file; {EXPORT_HINT}")
@@ -281,7 +283,7 @@ def _put(path: Path, target: str, s3: S3Settings) -> None:
             partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
             shutil.copyfile(path, partial)
             os.replace(partial, destination)  # readers never see half a file
-    except Exception as exc:
+    except (OSError, ClientError, BotoCoreError, Boto3Error) as exc:
         raise OutputError(f"cannot write the ONNX export to {target}: {describe_error(exc)}") from exc
 
 
@@ -290,7 +292,7 @@ def load_samples(
 ) -> np.ndarray:
     """Up to ``count`` images from a local folder or an ``s3://`` prefix, spread over its classes.
 
-    Decoded exactly as the job decodes them; files that do not decode are passed over.
+    Decoded exactly as the job decodes them; files that cannot be read or decoded are passed over.
 
     Raises:
         InputError: the folder or prefix cannot be read or holds no images.
@@ -320,6 +322,8 @@ def load_samples(
             pixels.append(decode_image(read(path), image_size, 50_000_000))
         except ImageDecodeError as exc:
             log.warning("sample %s passed over: %s", path, exc)
+        except (OSError, ClientError, BotoCoreError, Boto3Error) as exc:
+            log.warning("sample %s passed over: %s", path, describe_error(exc))
     if not pixels:
         raise InputError(f"sample images: no decodable images ({', '.join(extensions)}) under {source}")
     return np.stack(pixels)
