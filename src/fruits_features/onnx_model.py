@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,7 +243,9 @@ def export_onnx(weights: str, image_size: int, target: str, samples: np.ndarray,
     digest = weights_sha256(weights, s3)
     with tempfile.TemporaryDirectory(prefix="fruits-onnx-") as folder:
         path = Path(folder) / "model.onnx"
-        model.export(str(path), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # Keras' tf2onnx shim probes np.object, which numpy 2 warns about
+            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            model.export(str(path), format="onnx", verbose=False)
         batch = preprocess(samples)
         expected = np.asarray(model.predict(batch, batch_size=16, verbose=0))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
