@@ -92,13 +92,7 @@ def build_keras_fn(spec: EmbedSpec) -> ModelFn:
     # the last, shorter batch of a partition does not retrace.
     signature = [tf.TensorSpec([None, spec.image_size, spec.image_size, 3], tf.float32)]
     compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
-    log.info(
-        "built ResNet50 with TensorFlow (%s, %dpx, %d threads) in %.1fs",
-        spec.weights,
-        spec.image_size,
-        threads,
-        time.perf_counter() - started,
-    )
+    _log_ready("built ResNet50 with TensorFlow", spec.weights, spec, threads, started)
 
     def call(batch: np.ndarray) -> np.ndarray:
         return compiled(tf.convert_to_tensor(batch)).numpy()  # type: ignore[no-any-return]
@@ -122,18 +116,17 @@ def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
         local_file(spec.onnx, spec.s3), options, providers=["CPUExecutionProvider"]
     )
     input_name = session.get_inputs()[0].name
-    log.info(
-        "opened ResNet50 with ONNX Runtime (%s, %dpx, %d threads) in %.1fs",
-        spec.onnx,
-        spec.image_size,
-        threads,
-        time.perf_counter() - started,
-    )
+    _log_ready("opened ResNet50 with ONNX Runtime", spec.onnx, spec, threads, started)
 
     def call(batch: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(None, {input_name: batch})[0])
 
     return call
+
+
+def _log_ready(what: str, source: str, spec: EmbedSpec, threads: int, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    log.info("%s (%s, %dpx, %d threads) in %.1fs", what, source, spec.image_size, threads, elapsed)
 
 
 def build_model_fn(spec: EmbedSpec) -> ModelFn:
