@@ -39,7 +39,8 @@ def main(argv: list[str]) -> int:
         settings = s3_settings(config)
         model = config.model
         check_weights(model.weights, settings)
-        samples = load_samples(args.samples or config.input.uri, args.count, model.image_size, settings)
+        source = args.samples or config.input.uri
+        samples = load_samples(source, args.count, model.image_size, settings, config.input.extensions)
         target = model.onnx_location()
         info = export_onnx(model.weights, model.image_size, target, samples, settings)
     except FruitsFeaturesError as exc:

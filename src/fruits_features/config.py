@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fruits_features.errors import ConfigError
-from fruits_features.storage import S3Uri
+from fruits_features.storage import IMAGE_EXTENSIONS, S3Uri
 from fruits_features.weights import default_onnx_location
 
 IMAGENET = "imagenet"
@@ -49,7 +49,7 @@ class InputConfig(_Section):
     """Where the images are listed from."""
 
     uri: str = Field(description="s3://bucket/prefix/ holding <Class name>/<file> images.")
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 
     @field_validator("uri")
     @classmethod

@@ -39,7 +39,15 @@ from fruits_features.errors import (
     OutputError,
     WeightsUnavailableError,
 )
-from fruits_features.storage import S3Settings, S3Uri, describe_error, list_images, read_object, s3_client
+from fruits_features.storage import (
+    IMAGE_EXTENSIONS,
+    S3Settings,
+    S3Uri,
+    describe_error,
+    list_images,
+    read_object,
+    s3_client,
+)
 from fruits_features.weights import is_s3, local_file, one_line, weights_sha256
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,6 @@ log = logging.getLogger(__name__)
 # rounding only, about 1e-5 here).
 TOLERANCE = 1e-4
 _PREFIX = "fruits_features."
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 EXPORT_HINT = "export it with `make export-onnx` (python jobs/export_onnx.py --config <conf>)"
 
 

@@ -136,6 +136,10 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# The image files a job lists by default (input.extensions), matched in any case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One image to featurize: its location and its label (the class folder)."""
