@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
+from fault_proxy import FaultPlan, FaultProxy
 from fruits_features.errors import InputError, OutputError
 from fruits_features.loading import partition_count
 from fruits_features.storage import (
+    BODY_ATTEMPTS,
     S3Settings,
     S3Uri,
     check_output_writable,
     label_for_key,
     list_images,
+    read_object,
     s3_client,
     write_object,
 )
@@ -90,6 +96,36 @@ def test_output_folder_that_already_holds_objects_is_refused(s3, bucket: str) ->
     with pytest.raises(OutputError, match="already holds objects"):
         check_output_writable(s3, run)
     check_output_writable(s3, S3Uri.parse(f"s3://{bucket}/out/run-10"))  # a sibling prefix is not a clash
+
+
+def proxied_client(proxy: str):
+    """A client through the fault proxy, without botocore's own retries (so only read_object retries)."""
+    config = Config(retries={"mode": "standard", "max_attempts": 1})
+    return boto3.session.Session().client("s3", endpoint_url=proxy, config=config)
+
+
+def test_an_object_is_read_with_one_get_and_read_again_when_its_body_is_cut_off(
+    s3, bucket: str, s3_endpoint: str
+) -> None:
+    bodies = {f"images/Kiwi/{i}.jpg": bytes([i]) * (1000 + i) for i in range(6)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    plan = FaultPlan(every=2, kinds=("truncate",), methods=("GET",))  # every other GET loses half its body
+    with FaultProxy(s3_endpoint, plan) as proxy:
+        client = proxied_client(proxy)
+        got = {key: read_object(client, S3Uri(bucket, key)) for key in bodies}
+    assert got == bodies
+    # Every even-numbered GET was cut: each object after the first once, each read again once.
+    assert plan.faults["GET truncate"] == len(bodies) - 1
+    assert [r.method for r in plan.requests] == ["GET"] * (2 * len(bodies) - 1)  # and no HEAD
+
+
+def test_a_body_cut_off_on_every_attempt_is_an_error(s3, bucket: str, s3_endpoint: str) -> None:
+    s3.put_object(Bucket=bucket, Key="images/Kiwi/1.jpg", Body=b"x" * 1000)
+    plan = FaultPlan(every=1, kinds=("truncate",), methods=("GET",))
+    with FaultProxy(s3_endpoint, plan) as proxy, pytest.raises(BotoCoreError):
+        read_object(proxied_client(proxy), S3Uri(bucket, "images/Kiwi/1.jpg"))
+    assert plan.faults["GET truncate"] == BODY_ATTEMPTS
 
 
 @pytest.mark.parametrize(("sse", "key_id"), [("AES256", None), ("aws:kms", "alias/fruits-features")])
