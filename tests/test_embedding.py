@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,14 @@ import pytest
 
 from fruits_features.embedding import (
     FEATURE_DIM,
+    EmbedCounters,
     EmbedSpec,
     cached_model_fn,
     embed_column,
     embed_series,
 )
 from fruits_features.errors import WeightsUnavailableError
+from fruits_features.loading import FetchResult, PendingReads
 from fruits_features.storage import S3Settings
 from fruits_features.weights import check_weights, local_file
 
@@ -78,6 +83,58 @@ def test_features_stay_aligned_with_their_rows_across_batches() -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
+def test_the_model_starts_on_the_first_batch_before_the_rest_has_arrived() -> None:
+    arrived: list[int] = []
+    started_after: list[int] = []
+
+    def stream() -> Iterator[bytes]:  # reads landing one by one
+        for path in JPEGS:
+            arrived.append(1)
+            yield path.read_bytes()
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        started_after.append(len(arrived))
+        return BatchRecorder()(batch)
+
+    out = embed_series(stream(), SPEC, model)
+
+    assert started_after == [3, 6, 7]  # batch size 3: each batch as soon as its images are in
+    assert len(out) == len(JPEGS)
+
+
+class Counter:
+    """Stands in for a Spark accumulator."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, amount: float) -> None:
+        self.value += amount
+
+
+def test_counters_add_up_images_batches_and_rejects() -> None:
+    counters = EmbedCounters(*(Counter() for _ in fields(EmbedCounters)))  # type: ignore[arg-type]
+    series = pd.Series([JPEGS[0].read_bytes(), b"bad", None, *[p.read_bytes() for p in JPEGS[1:4]]])
+
+    embed_series(series, SPEC, BatchRecorder(), counters)
+
+    assert (counters.images.value, counters.batches.value, counters.rejected.value) == (4, 2, 2)
+    assert counters.model_seconds.value > 0
+
+
+def test_pending_reads_hand_over_bytes_in_order_with_the_reasons_aligned() -> None:
+    results = [(b"a", None), (None, "could not read the object: NoSuchKey"), (b"c", None)]
+    futures: list[Future[FetchResult]] = []
+    for result in results:
+        future: Future[FetchResult] = Future()
+        future.set_result(result)
+        futures.append(future)
+    reads = PendingReads(futures)
+
+    assert list(reads.contents()) == [b"a", None, b"c"]
+    assert reads.errors == [None, "could not read the object: NoSuchKey", None]
+
+
 def test_the_model_is_built_once_and_then_served_from_the_cache() -> None:
     builds: list[EmbedSpec] = []
 
@@ -126,7 +183,7 @@ def test_udf_reads_s3_and_builds_the_model_once_per_python_worker_across_tasks(
     assert len(out) == 41
     assert all(out[p]["features"] is not None and out[p]["error"] is None for p in paths[:40])
     assert out[paths[40]]["features"] is None
-    assert out[paths[40]]["error"].startswith("could not read the object: 404")
+    assert out[paths[40]]["error"].startswith("could not read the object: NoSuchKey")
     builders = build_log.read_text().split()
     assert len(builders) == len(set(builders))  # no worker built it twice
     assert 1 <= len(builders) <= 2  # local[2]: at most two Python workers for eight tasks

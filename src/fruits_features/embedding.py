@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,8 @@ class EmbedCounters:
     batches: Accumulator[int]
     decode_seconds: Accumulator[float]
     model_seconds: Accumulator[float]
+    # Images without features (not read, not decoded): when 0, no one needs to look for them.
+    rejected: Accumulator[int]
     # Tasks whose Python worker had TensorFlow loaded when they finished: 0 with the ONNX engine.
     tasks_with_tensorflow: Accumulator[int]
 
@@ -83,12 +85,13 @@ class EmbedCounters:
             batches=spark_context.accumulator(0),
             decode_seconds=spark_context.accumulator(0.0),
             model_seconds=spark_context.accumulator(0.0),
+            rejected=spark_context.accumulator(0),
             tasks_with_tensorflow=spark_context.accumulator(0),
         )
 
 
 def embed_series(
-    series: pd.Series,
+    images: Iterable[bytes | None],
     spec: EmbedSpec,
     model_fn: ModelFn,
     counters: EmbedCounters | None = None,
@@ -96,45 +99,57 @@ def embed_series(
     """Embed one batch of encoded images; the plain-Python core of the UDF.
 
     Decoding and inference alternate one model batch at a time, so memory stays bounded by
-    ``model.batch_size`` decoded images whatever the Arrow batch size.
+    ``model.batch_size`` decoded images whatever the Arrow batch size, and the model starts as
+    soon as its first batch of images has arrived (``images`` may be a stream of reads).
 
     Args:
-        series: image bytes (``None`` where the bytes could not be fetched).
+        images: image bytes (``None`` where the bytes could not be fetched), in row order.
         spec: image size, model batch size and pixel limit.
         model_fn: the model call, see :func:`featurize`.
-        counters: accumulators to add image, batch and timing counts to.
+        counters: accumulators to add image, batch, rejection and timing counts to.
 
     Returns:
-        A frame aligned with ``series``: ``features`` (2048 floats, or ``None``) and ``error``
+        A frame with a row per image: ``features`` (2048 floats, or ``None``) and ``error``
         (``None``, or why the image could not be featurized). A bad image never raises.
     """
-    features: list[np.ndarray | None] = [None] * len(series)
-    errors: list[str | None] = [None] * len(series)
+    features: list[np.ndarray | None] = []
+    errors: list[str | None] = []
     rows: list[int] = []
     pixels: list[np.ndarray] = []
     decode_seconds = model_seconds = 0.0
-    for row, data in enumerate(series):
-        if data is not None:  # None: not fetched, and the load stage recorded why
-            started = time.perf_counter()
-            try:
-                pixels.append(decode_image(bytes(data), spec.image_size, spec.max_image_pixels))
-                rows.append(row)
-            except ImageDecodeError as exc:
-                errors[row] = str(exc)
-            decode_seconds += time.perf_counter() - started
-        last = row == len(series) - 1
-        if len(pixels) == spec.batch_size or (last and pixels):
-            started = time.perf_counter()
-            for index, vector in zip(rows, featurize(model_fn, np.stack(pixels)), strict=True):
-                features[index] = vector
-            model_seconds += time.perf_counter() - started
-            if counters is not None:
-                counters.images.add(len(rows))
-                counters.batches.add(1)
-            rows, pixels = [], []
+
+    def run_model() -> None:
+        nonlocal model_seconds
+        started = time.perf_counter()
+        for index, vector in zip(rows, featurize(model_fn, np.stack(pixels)), strict=True):
+            features[index] = vector
+        model_seconds += time.perf_counter() - started
+        if counters is not None:
+            counters.images.add(len(rows))
+            counters.batches.add(1)
+        rows.clear()
+        pixels.clear()
+
+    for row, data in enumerate(images):
+        features.append(None)
+        errors.append(None)
+        if data is None:  # not fetched, and the load stage recorded why
+            continue
+        started = time.perf_counter()
+        try:
+            pixels.append(decode_image(bytes(data), spec.image_size, spec.max_image_pixels))
+            rows.append(row)
+        except ImageDecodeError as exc:
+            errors[row] = str(exc)
+        decode_seconds += time.perf_counter() - started
+        if len(pixels) == spec.batch_size:
+            run_model()
+    if pixels:
+        run_model()
     if counters is not None:
         counters.decode_seconds.add(decode_seconds)
         counters.model_seconds.add(model_seconds)
+        counters.rejected.add(sum(vector is None for vector in features))
     return pd.DataFrame({"features": features, "error": errors})
 
 
@@ -164,11 +179,13 @@ def embed_column(
     from fruits_features.loading import prefetched
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        model_fn = cached_model_fn(spec, loader)
-        for contents, fetch_errors in prefetched(batches, spec.s3, fetch_threads):
-            frame = embed_series(pd.Series(contents, dtype=object), spec, model_fn, counters)
+        model_fn: ModelFn | None = None
+        for reads in prefetched(batches, spec.s3, fetch_threads):
+            # Built once the first reads are in flight: S3 latency hides behind the model's load.
+            model_fn = model_fn or cached_model_fn(spec, loader)
+            frame = embed_series(reads.contents(), spec, model_fn, counters)
             frame["error"] = [
-                fetched or decoded for fetched, decoded in zip(fetch_errors, frame["error"], strict=True)
+                fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)
             ]
             yield frame
         if counters is not None:

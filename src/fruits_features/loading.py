@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -61,7 +62,10 @@ def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> 
     return spark.createDataFrame(rdd, KEYS_SCHEMA)
 
 
-def fetch_object(client: S3Client, path: str) -> tuple[bytes | None, str | None]:
+FetchResult = tuple[bytes | None, str | None]
+
+
+def fetch_object(client: S3Client, path: str) -> FetchResult:
     """The bytes of the object at ``path``, or ``None`` and the reason it could not be read.
 
     Errors surface here only once boto3's retries are spent: the object is then recorded as
@@ -73,30 +77,41 @@ def fetch_object(client: S3Client, path: str) -> tuple[bytes | None, str | None]
         return None, f"could not read the object: {describe_error(exc)}"
 
 
-Fetched = tuple[list[bytes | None], list[str | None]]
+@dataclass
+class PendingReads:
+    """The reads of one batch of paths, in flight: :meth:`contents` hands each over as it lands."""
+
+    futures: list[Future[FetchResult]]
+    errors: list[str | None] = field(default_factory=list)  # filled as :meth:`contents` goes
+
+    def contents(self) -> Iterator[bytes | None]:
+        """Each object's bytes in order, as soon as it has been read (``None`` if it could not be).
+
+        Why an object could not be read is appended to :attr:`errors`, aligned with the bytes.
+        """
+        for future in self.futures:
+            content, error = future.result()
+            self.errors.append(error)
+            yield content
 
 
-def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int) -> Iterator[Fetched]:
-    """The objects of each batch of paths, read ``threads`` at a time, one batch ahead.
+def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int) -> Iterator[PendingReads]:
+    """The reads of each batch of paths, ``threads`` at a time, submitted one batch ahead.
 
     While the caller works on batch *k* (decoding, inference), the reads of batch *k+1* are
-    already in flight, so S3 latency hides behind the model instead of adding to it.
+    already in flight, so S3 latency hides behind the model instead of adding to it; and the
+    caller can start on batch *k*'s first images before its last ones have arrived.
 
     Yields:
-        Per batch, in order: the bytes (``None`` where unreadable) and the reasons.
+        Per batch, in order, its reads (the next batch's are submitted before).
     """
     client = s3_client(settings)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: list[Future[tuple[bytes | None, str | None]]] | None = None
+        pending: PendingReads | None = None
         for paths in batches:
-            scheduled = [pool.submit(fetch_object, client, path) for path in paths]
+            scheduled = PendingReads([pool.submit(fetch_object, client, path) for path in paths])
             if pending is not None:
-                yield _collect(pending)
+                yield pending
             pending = scheduled
         if pending is not None:
-            yield _collect(pending)
-
-
-def _collect(futures: list[Future[tuple[bytes | None, str | None]]]) -> Fetched:
-    results = [future.result() for future in futures]
-    return [content for content, _ in results], [error for _, error in results]
+            yield pending

@@ -276,10 +276,16 @@ def embed_listing(
     try:
         with timer.stage("load_and_embed"):
             images = embedded.count()
-        rejected = [
-            (row["path"], row["error"])
-            for row in embedded.filter(F.col("features").isNull()).select("path", "error").collect()
-        ]
+        # The executors counted the images they could not featurize: with none, no query for them.
+        # (A retried task may count its rejects twice, never zero times.)
+        rejected = (
+            [
+                (row["path"], row["error"])
+                for row in embedded.filter(F.col("features").isNull()).select("path", "error").collect()
+            ]
+            if counters.rejected.value
+            else []
+        )
     except BaseException:
         embedded.unpersist()
         raise
