@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from fruits_features.embedding import (
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.loading import FetchResult, PendingReads
 from fruits_features.storage import S3Settings
-from fruits_features.weights import check_weights, local_file
+from fruits_features.weights import check_weights, file_sha256, local_file
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
@@ -215,6 +216,21 @@ def test_unavailable_weights_are_one_line_naming_the_setting(
     assert message.startswith(f"model.weights={weights}: ")
     assert "FRUITS_WEIGHTS" in message
     assert "\n" not in message
+
+
+def test_a_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"a" * 10)
+    reads: list[str] = []
+    digest = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda f, name: reads.append(name) or digest(f, name))
+
+    first = file_sha256(path)
+    assert file_sha256(path) == first == hashlib.sha256(b"a" * 10).hexdigest()
+    assert len(reads) == 1
+    path.write_bytes(b"b" * 11)
+    assert file_sha256(path) == hashlib.sha256(b"b" * 11).hexdigest()
+    assert len(reads) == 2
 
 
 def test_local_weights_file_passes_the_check(tmp_path: Path) -> None:
