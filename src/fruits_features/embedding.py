@@ -179,10 +179,9 @@ def embed_column(
     from fruits_features.loading import prefetched
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        model_fn: ModelFn | None = None
         for reads in prefetched(batches, spec.s3, fetch_threads):
-            # Built once the first reads are in flight: S3 latency hides behind the model's load.
-            model_fn = model_fn or cached_model_fn(spec, loader)
+            # Built on first use, once the first reads are in flight: they land while it loads.
+            model_fn = cached_model_fn(spec, loader)
             frame = embed_series(reads.contents(), spec, model_fn, counters)
             frame["error"] = [
                 fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)

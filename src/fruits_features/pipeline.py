@@ -278,14 +278,10 @@ def embed_listing(
             images = embedded.count()
         # The executors counted the images they could not featurize: with none, no query for them.
         # (A retried task may count its rejects twice, never zero times.)
-        rejected = (
-            [
-                (row["path"], row["error"])
-                for row in embedded.filter(F.col("features").isNull()).select("path", "error").collect()
-            ]
-            if counters.rejected.value
-            else []
-        )
+        rejected: list[tuple[str, str]] = []
+        if counters.rejected.value:
+            failed = embedded.filter(F.col("features").isNull()).select("path", "error")
+            rejected = [(row["path"], row["error"]) for row in failed.collect()]
     except BaseException:
         embedded.unpersist()
         raise
