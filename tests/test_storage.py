@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from boto3.exceptions import RetriesExceededError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
@@ -123,9 +124,10 @@ def test_an_object_is_read_with_one_get_and_read_again_when_its_body_is_cut_off(
 def test_a_body_cut_off_on_every_attempt_is_an_error(s3, bucket: str, s3_endpoint: str) -> None:
     s3.put_object(Bucket=bucket, Key="images/Kiwi/1.jpg", Body=b"x" * 1000)
     plan = FaultPlan(every=1, kinds=("truncate",), methods=("GET",))
-    with FaultProxy(s3_endpoint, plan) as proxy, pytest.raises(BotoCoreError):
+    with FaultProxy(s3_endpoint, plan) as proxy, pytest.raises(RetriesExceededError) as caught:
         read_object(proxied_client(proxy), S3Uri(bucket, "images/Kiwi/1.jpg"))
     assert plan.faults["GET truncate"] == BODY_ATTEMPTS
+    assert isinstance(caught.value.last_exception, BotoCoreError)  # the cut-off body, as botocore saw it
 
 
 @pytest.mark.parametrize(("sse", "key_id"), [("AES256", None), ("aws:kms", "alias/fruits-features")])

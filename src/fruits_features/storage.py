@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
+from boto3.exceptions import RetriesExceededError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
@@ -228,8 +229,9 @@ def read_object(client: S3Client, uri: S3Uri) -> bytes:
     """The bytes of one object: one GET, sent again if the connection drops while the body streams.
 
     Raises:
-        ClientError, BotoCoreError: the GET failed once botocore's retries were spent, or the body
-            was cut off on each of :data:`BODY_ATTEMPTS` GETs (``ResponseStreamingError``, ...).
+        ClientError, BotoCoreError: the GET failed once botocore's retries were spent.
+        RetriesExceededError: the body was cut off on each of :data:`BODY_ATTEMPTS` GETs (as boto3's
+            managed downloads raise it; ``last_exception`` says how).
     """
     attempt = 1
     while True:
@@ -238,7 +240,9 @@ def read_object(client: S3Client, uri: S3Uri) -> bytes:
             return response["Body"].read()
         except S3_RETRYABLE_DOWNLOAD_ERRORS as exc:
             if attempt == BODY_ATTEMPTS:
-                raise
+                # boto3's stubs type last_exception as a Boto3Error; boto3 itself passes the socket
+                # or botocore error that ended the last attempt, as here.
+                raise RetriesExceededError(exc) from exc  # type: ignore[arg-type]
             log.debug("reading %s was cut off (%s); reading it again", uri, exc)
             attempt += 1
 
