@@ -27,8 +27,20 @@ STAMP35 := $(VENV35)/.installed-stamp
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@scripts/check_prereqs.sh $(PYTHON)
+# System packages (Java, Chromium, shellcheck, a native LAPACK): checked before any work and
+# installed where this machine allows (root or password-less sudo); `scripts/setup-system.sh --check
+# test` says what it would do. One list for `make run`, `make test`, `make bench` and CI.
+SETUP_SYSTEM = scripts/setup-system.sh --python $(PYTHON)
+
+.PHONY: system-venv system-run system-test
+system-venv:
+	@$(SETUP_SYSTEM) venv
+system-run:
+	@$(SETUP_SYSTEM) run
+system-test:
+	@$(SETUP_SYSTEM) test
+
+$(STAMP): pyproject.toml constraints.txt | system-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,export]"
@@ -45,13 +57,11 @@ export-onnx: $(STAMP) ## Export ResNet50 (FRUITS_WEIGHTS) to ONNX at FRUITS_ONNX
 	$(EXPORT_ONNX)
 
 .PHONY: run
-run: $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample images against a local S3 endpoint; results in output/
-	@scripts/check_prereqs.sh $(PY)
+run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample images against a local S3 endpoint; results in output/
 	$(PY) scripts/run_local.py
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (unit and integration)
-	@scripts/check_prereqs.sh $(PY)
+test: system-test $(STAMP) ## Run the whole test suite (unit and integration); installs what it needs first
 	$(PY) -m pytest
 
 # Benchmark sizes: N images for the headline, SCALING for the scaling run.
@@ -61,8 +71,7 @@ SCALING ?= 250,4000
 ENGINE ?= onnxruntime
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark both engines: ceilings, the job end to end, scaling; results in bench/results/ (N=1000)
-	@scripts/check_prereqs.sh $(PY)
+bench: system-run $(STAMP) ## Benchmark both engines: ceilings, the job end to end, scaling; results in bench/results/ (N=1000)
 	$(PY) scripts/bench.py run --n $(N) --scaling $(SCALING)
 
 .PHONY: bench-knobs
@@ -89,7 +98,7 @@ clean: ## Remove .venv, output/ and caches
 	rm -rf $(VENV) output .pytest_cache .mypy_cache .ruff_cache
 
 $(STAMP35): pyproject.toml constraints.txt
-	@scripts/check_prereqs.sh $(PYTHON311)
+	@scripts/setup-system.sh --python $(PYTHON311) venv
 	$(PYTHON311) -m venv $(VENV35)
 	echo '*' > $(VENV35)/.gitignore  # as Python 3.13's venv does: git never sees the environment
 	$(VENV35)/bin/python -m pip install --quiet --upgrade pip
@@ -101,8 +110,7 @@ $(STAMP35): pyproject.toml constraints.txt
 setup-spark35: $(STAMP35) ## Create .venv-spark35: pyspark 3.5 (as on EMR 7) with the other pins of constraints.txt
 
 .PHONY: test-spark35
-test-spark35: $(STAMP35) ## Run the integration test (tests/test_pipeline.py) on pyspark 3.5, as on EMR 7
-	@scripts/check_prereqs.sh $(VENV35)/bin/python
+test-spark35: system-test $(STAMP35) ## Run the integration test (tests/test_pipeline.py) on pyspark 3.5, as on EMR 7
 	$(VENV35)/bin/python -m pytest tests/test_pipeline.py
 
 .PHONY: package

@@ -92,7 +92,7 @@ fi
 run "${as_root[@]}" "$python" -m venv "$venv"
 run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-input -c "$root/constraints.txt" "$project"
 if ((!dry_run)); then
-  "$root/scripts/check_prereqs.sh" "$venv/bin/python"
+  "$root/scripts/setup-system.sh" --python "$venv/bin/python" run
   "$venv/bin/python" -c "import $libraries" ||
     die "the environment $venv cannot import the job's libraries ($libraries)"
 fi

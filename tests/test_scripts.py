@@ -366,3 +366,123 @@ def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tenso
     assert manifest["model"]["onnx"] == onnx_file
     assert manifest["versions"]["tensorflow"] is None
     assert manifest["versions"]["keras"] is None
+
+
+SETUP_SYSTEM = ROOT / "scripts" / "setup-system.sh"
+# What setup-system.sh runs besides the tools it looks for: the rest of PATH is hidden.
+BASE_TOOLS = ("sed", "head", "grep", "mktemp", "cat", "env")
+
+
+def stub(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(0o755)
+
+
+def stub_path(tmp_path: Path, *, root: bool, tools: tuple[str, ...] = ()) -> Path:
+    # ldconfig lists a LAPACK only once a (stub) libopenblas0-pthread is installed.
+    """A PATH folder where only the base tools, this Python and ``tools`` (stubs) exist."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in BASE_TOOLS:
+        real = shutil.which(name)
+        assert real, name
+        (folder / name).symlink_to(real)
+    (folder / "python3").symlink_to(sys.executable)
+    stub(folder, "id", f"echo {0 if root else 1000}")
+    stub(
+        folder,
+        "ldconfig",
+        "echo '\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6'\n"
+        f"[ -e {folder}/libopenblas0-pthread ] && echo '\tliblapack.so.3 (libc6) => /usr/lib/liblapack.so.3'",
+    )
+    stub(folder, "java", "echo 'openjdk version \"17.0.15\" 2025-04-15' >&2")
+    for name in tools:
+        stub(folder, name, "exit 0")
+    return folder
+
+
+def setup_system(folder: Path, *args: str, extra_env: dict[str, str] | None = None):
+    env = {"PATH": str(folder), "HOME": str(folder.parent), "TMPDIR": str(folder.parent), **(extra_env or {})}
+    return subprocess.run(
+        ["/bin/bash", str(SETUP_SYSTEM), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_setup_check_reports_what_is_present_and_what_it_would_install(tmp_path: Path) -> None:
+    folder = stub_path(tmp_path, root=True, tools=("apt-get",))
+
+    result = setup_system(folder, "--check", "test")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("setup: java ") and " present: " in line for line in lines)
+    for missing in ("chromium", "shellcheck", "lapack"):
+        assert any(line.startswith(f"setup: {missing} ") and " missing: " in line for line in lines), lines
+    assert lines[-1] == "setup: would install with apt-get: chromium shellcheck libopenblas0-pthread"
+
+
+def test_setup_without_root_stops_naming_exactly_what_is_missing_and_the_command(tmp_path: Path) -> None:
+    folder = stub_path(tmp_path, root=False, tools=("apt-get", "shellcheck"))
+
+    result = setup_system(folder, "test")
+
+    assert result.returncode == 1
+    message = result.stderr
+    assert message.startswith("error: 'make test' needs what this machine lacks:\n  - Chromium")
+    assert "shellcheck (the script tests)" not in message  # present: not named
+    assert "Java" not in message
+    assert (
+        "Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium libopenblas0-pthread"
+        in message
+    )
+    assert "Amazon Linux:  sudo dnf install -y openblas" in message
+    assert "(Amazon Linux has no package for: chromium)" in message
+
+
+def test_setup_for_make_run_only_warns_about_a_missing_lapack(tmp_path: Path) -> None:
+    folder = stub_path(tmp_path, root=False)
+
+    result = setup_system(folder, "run")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: no native LAPACK: ")
+    assert "sudo apt-get install -y libopenblas0-pthread" in result.stderr
+    # A browser named by CHROMIUM counts as Chromium for the tests.
+    check = setup_system(folder, "--check", "test", extra_env={"CHROMIUM": str(folder / "java")})
+    assert "setup: chromium   present: " in check.stdout
+
+
+def test_setup_as_root_installs_what_is_missing_once_and_quietly(tmp_path: Path) -> None:
+    folder = stub_path(tmp_path, root=True)
+    calls = tmp_path / "apt-get.calls"
+    # The stub "installs" a package by putting a command of that name on PATH.
+    stub(
+        folder,
+        "apt-get",
+        f'echo "$*" >> {calls}\n'
+        f'if [ "$1" = install ]; then for p in "$@"; do case $p in -*) ;; *) '
+        f'printf "#!/bin/bash\\nexit 0\\n" > {folder}/$p; chmod +x {folder}/$p;; esac; done; fi',
+    )
+
+    first = setup_system(folder, "test")
+    second = setup_system(folder, "test")
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""
+    assert first.stderr.splitlines()[0].startswith(
+        "setup: installing chromium shellcheck libopenblas0-pthread with apt-get (once; log: "
+    )
+    assert calls.read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq chromium shellcheck libopenblas0-pthread",
+    ]
+    assert len(first.stderr.splitlines()) == 1  # all there now: no warning
+    assert second.returncode == 0
+    assert "installing" not in second.stderr
+    assert calls.read_text().count("install -y") == 1  # present now: not installed again
