@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fruits_features.output import finish_run, rejected_bytes, to_csv_bytes, write_features
+from fruits_features.output import finish_run, rejected_bytes, to_csv_bytes, write_parts
 from fruits_features.storage import S3Settings, S3Uri
 
 
@@ -69,7 +69,7 @@ def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark,
     frame = spark.createDataFrame(rows, "path string, label string, pc_1 double, pc_2 double").repartition(3)
     run = S3Uri(bucket, "out/run-1")
 
-    parts = write_features(frame, run, S3Settings())
+    parts = write_parts(frame, run, S3Settings())
 
     assert sum(part.rows for part in parts) == 10
     assert len(parts) == 3
@@ -86,7 +86,7 @@ def test_features_are_written_as_one_csv_per_partition_from_the_executors(spark,
 def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, bucket: str) -> None:
     frame = spark.createDataFrame([], "path string, label string, pc_1 double")
 
-    parts = write_features(frame, S3Uri(bucket, "out/empty"), S3Settings())
+    parts = write_parts(frame, S3Uri(bucket, "out/empty"), S3Settings())
 
     assert [(p.uri, p.rows) for p in parts] == [(f"s3://{bucket}/out/empty/features/part-00000.csv", 0)]
     body = s3.get_object(Bucket=bucket, Key="out/empty/features/part-00000.csv")["Body"].read()
@@ -101,3 +101,36 @@ def test_manifest_and_rejected_hold_what_they_are_given() -> None:
     assert client.bodies["features/run-1/rejected.csv"] == (
         b"path,reason\ns3://b/p/K/x.jpg,not a recognised image format\n"
     )
+
+
+def test_features_as_parquet_hold_the_same_rows_and_float64_columns(spark, s3, bucket: str) -> None:
+    rows = [(f"s3://{bucket}/i/K{i % 3}/{i}.jpg", f"K{i % 3}", float(i) / 3, -float(i)) for i in range(10)]
+    frame = spark.createDataFrame(rows, "path string, label string, pc_1 double, pc_2 double").repartition(3)
+
+    parts = write_parts(frame, S3Uri(bucket, "out/run-pq"), S3Settings(), fmt="parquet")
+
+    assert len(parts) == 3
+    assert all(part.uri.endswith(".parquet") for part in parts)
+    read = [
+        pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=S3Uri.parse(p.uri).key)["Body"].read()))
+        for p in parts
+    ]
+    assert sum(len(frame) for frame in read) == sum(part.rows for part in parts) == 10
+    got = pd.concat(read).sort_values("pc_2", ascending=False).reset_index(drop=True)
+    assert list(got.dtypes) == [object, object, np.float64, np.float64]
+    pd.testing.assert_frame_equal(got, pd.DataFrame(rows, columns=["path", "label", "pc_1", "pc_2"]))
+
+
+def test_no_rows_as_parquet_still_leaves_a_typed_empty_part(spark, s3, bucket: str) -> None:
+    frame = spark.createDataFrame([], "path string, label string, pc_1 double")
+
+    parts = write_parts(frame, S3Uri(bucket, "out/empty-pq"), S3Settings(), fmt="parquet")
+
+    assert [(p.uri, p.rows) for p in parts] == [
+        (f"s3://{bucket}/out/empty-pq/features/part-00000.parquet", 0)
+    ]
+    body = s3.get_object(Bucket=bucket, Key="out/empty-pq/features/part-00000.parquet")["Body"].read()
+    empty = pd.read_parquet(io.BytesIO(body))
+    assert len(empty) == 0
+    assert list(empty.columns) == ["path", "label", "pc_1"]
+    assert empty["pc_1"].dtype == np.float64

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +68,10 @@ def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> di
     uploaded = upload_sample(s3, bucket, "images", CLASSES)
     s3.put_object(Bucket=bucket, Key="images/Kiwi/broken.jpg", Body=b"this is not a jpeg")
     s3.put_object(Bucket=bucket, Key="images/README.txt", Body=b"not an image")
-    config = job_config(bucket, weights)
+    config = job_config(bucket, weights, progress_interval_seconds=0.5)
 
-    result = pipeline.run(spark, config, "run-1")
+    with captured_logs("fruits_features") as logs:
+        result = pipeline.run(spark, config, "run-1")
 
     local = tmp_path_factory.mktemp("run-1")
     download_tree(s3, S3Uri.parse(result.run_uri), local)
@@ -79,7 +84,25 @@ def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> di
         "result": result,
         "local": local,
         "features": features,
+        "logs": logs,
     }
+
+
+@contextmanager
+def captured_logs(name: str) -> Iterator[list[str]]:
+    """The INFO (and up) messages logged under ``name`` while the block runs."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_one_row_per_image_with_its_label_and_k_components(run: dict[str, Any]) -> None:
@@ -106,6 +129,21 @@ def test_unreadable_image_is_rejected_with_a_reason_and_other_keys_are_skipped(r
     assert counts["keys_skipped"] == 1
     assert counts["images"] == 81
     assert counts["featurized"] + counts["rejected"] == counts["images"]
+
+
+def test_progress_lines_rise_carry_an_eta_and_end_at_the_final_count(run: dict[str, Any]) -> None:
+    lines = [line for line in run["logs"] if line.startswith("embed: ")]
+    counts = [tuple(map(int, re.match(r"embed: (\d+)/(\d+) images", line).groups())) for line in lines]  # type: ignore[union-attr]
+    assert len(lines) >= 3, run["logs"]
+    assert {total for _, total in counts} == {81}
+    done = [count for count, _ in counts]
+    assert done == sorted(done)
+    assert len(set(done)) >= 3, lines  # the count rises while the stage runs, not only at its end
+    assert all(
+        " images/s, ETA " in line for line, (count, total) in zip(lines, counts, strict=True) if count < total
+    )
+    assert done[-1] == run["result"].manifest["counts"]["images"] == 81
+    assert " done in " in lines[-1]
 
 
 def test_resnet_runs_exactly_once_per_image(run: dict[str, Any]) -> None:
@@ -191,3 +229,36 @@ def test_part_files_are_plain_csv_with_a_header_each(run: dict[str, Any]) -> Non
         first = part.read_text().splitlines()[0]
         assert first.startswith("path,label,pc_1,")
         assert pd.read_csv(io.StringIO(part.read_text())).shape[1] == K + 2
+
+
+@pytest.fixture(scope="module")
+def parquet_run(spark, s3, run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same images and settings as ``run``, written as Parquet."""
+    config = run["config"].model_copy(
+        update={"output": run["config"].output.model_copy(update={"format": "parquet"})}
+    )
+    result = pipeline.run(spark, config, "run-parquet")
+    local = tmp_path_factory.mktemp("run-parquet")
+    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    return local
+
+
+def test_parquet_output_holds_the_same_frame_as_csv(run: dict[str, Any], parquet_run: Path, spark) -> None:
+    parts = sorted((parquet_run / "features").glob("part-*.parquet"))
+    assert parts
+    assert not list((parquet_run / "features").glob("*.csv"))
+    from_pandas = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    from_spark = spark.read.parquet(str(parquet_run / "features")).toPandas()
+    csv = run["features"].sort_values("path").reset_index(drop=True)
+    for read in (from_pandas, from_spark):
+        frame = read.sort_values("path").reset_index(drop=True)
+        assert list(frame.columns) == list(csv.columns)
+        assert (frame.filter(like="pc_").dtypes == np.float64).all()
+        pd.testing.assert_frame_equal(frame, csv, check_exact=False, rtol=1e-12, atol=1e-12)
+    assert (parquet_run / "_SUCCESS").exists()
+    assert pd.read_csv(parquet_run / "rejected.csv")["path"].tolist() == [
+        f"s3://{run['bucket']}/images/Kiwi/broken.jpg"
+    ]
+    manifest = json.loads((parquet_run / "manifest.json").read_text())
+    assert manifest["config"]["output"]["format"] == "parquet"
+    assert manifest["counts"] == {**run["result"].manifest["counts"], "part_files": len(parts)}

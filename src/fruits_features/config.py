@@ -71,6 +71,8 @@ class OutputConfig(_Section):
     """Where results go: ``<uri>/<run id>/``, and how they are encrypted at rest."""
 
     uri: str = Field(description="s3://bucket/prefix/ under which each run writes its own folder.")
+    # The part files' format (features/ and predictions/); rejected.csv and manifest.json stay.
+    format: Literal["csv", "parquet"] = "csv"
     # "none" leaves it to the bucket's default encryption (SSE-S3 on every bucket since 2023).
     sse: Literal["none", "AES256", "aws:kms"] = "none"
     kms_key_id: str | None = None
@@ -252,6 +254,9 @@ class JobConfig(_Section):
     # A run whose rejected images exceed this fraction of the listed images fails (exit 5, no
     # _SUCCESS); below it, rejects are logged as a warning and listed in rejected.csv.
     max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # The driver logs the progress of every long stage this often (images done, images/s, ETA
+    # for the embed stage); 0 turns the lines off.
+    progress_interval_seconds: Annotated[float, Field(ge=0.0)] = 15.0
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-ready data (for the manifest)."""

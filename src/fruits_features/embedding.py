@@ -27,6 +27,7 @@ import pandas as pd
 
 from fruits_features.decoding import ImageDecodeError, decode_image
 from fruits_features.engines import FEATURE_DIM, EmbedSpec, ModelFn, build_model_fn, preprocess
+from fruits_features.progress import ProgressEndpoint, TaskProgress
 
 if TYPE_CHECKING:
     from pyspark.accumulators import Accumulator
@@ -95,6 +96,7 @@ def embed_series(
     spec: EmbedSpec,
     model_fn: ModelFn,
     counters: EmbedCounters | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Embed one batch of encoded images; the plain-Python core of the UDF.
 
@@ -107,6 +109,8 @@ def embed_series(
         spec: image size, model batch size and pixel limit.
         model_fn: the model call, see :func:`featurize`.
         counters: accumulators to add image, batch, rejection and timing counts to.
+        on_done: called with how many more images are finished (featurized or rejected): after
+            every model batch, and once at the end for the rejected ones (progress reporting).
 
     Returns:
         A frame with a row per image: ``features`` (2048 floats, or ``None``) and ``error``
@@ -127,6 +131,8 @@ def embed_series(
         if counters is not None:
             counters.images.add(len(rows))
             counters.batches.add(1)
+        if on_done is not None:
+            on_done(len(rows))
         rows.clear()
         pixels.clear()
 
@@ -146,10 +152,13 @@ def embed_series(
             run_model()
     if pixels:
         run_model()
+    rejected = sum(vector is None for vector in features)
     if counters is not None:
         counters.decode_seconds.add(decode_seconds)
         counters.model_seconds.add(model_seconds)
-        counters.rejected.add(sum(vector is None for vector in features))
+        counters.rejected.add(rejected)
+    if on_done is not None and rejected:
+        on_done(rejected)
     return pd.DataFrame({"features": features, "error": errors})
 
 
@@ -159,6 +168,8 @@ def embed_column(
     counters: EmbedCounters | None = None,
     loader: ModelLoader = build_model_fn,
     fetch_threads: int = 8,
+    *,
+    progress: ProgressEndpoint | None = None,
 ) -> Column:
     """A struct column ``<features: array<float>, error: string>`` computed from ``paths``.
 
@@ -173,20 +184,24 @@ def embed_column(
         counters: accumulators the executors add their counts and timings to.
         loader: builds the model on the executor (tests pass fakes; the job uses ResNet50).
         fetch_threads: objects each task reads at once.
+        progress: where to send each task's count of finished images (see
+            :mod:`fruits_features.progress`); ``None`` sends nothing.
     """
     from pyspark.sql.pandas.functions import pandas_udf
 
     from fruits_features.loading import prefetched
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        task = TaskProgress.for_this_task(progress)
         for reads in prefetched(batches, spec.s3, fetch_threads):
             # Built on first use, once the first reads are in flight: they land while it loads.
             model_fn = cached_model_fn(spec, loader)
-            frame = embed_series(reads.contents(), spec, model_fn, counters)
+            frame = embed_series(reads.contents(), spec, model_fn, counters, on_done=task.add)
             frame["error"] = [
                 fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)
             ]
             yield frame
+        task.close()
         if counters is not None:
             counters.tasks_with_tensorflow.add(int("tensorflow" in sys.modules))
 

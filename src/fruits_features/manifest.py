@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from importlib import metadata
 
@@ -38,17 +38,27 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-class StageTimer:
-    """Wall-clock seconds per named stage, in the order the stages ran."""
+Watch = Callable[[str], AbstractContextManager[None]]
 
-    def __init__(self) -> None:
+
+class StageTimer:
+    """Wall-clock seconds per named stage, in the order the stages ran.
+
+    Args:
+        watch: entered around every stage by name, e.g. to log progress while it runs.
+    """
+
+    def __init__(self, watch: Watch | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self._watch = watch
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time the ``with`` block as stage ``name``."""
+    def stage(self, name: str, *, watched: bool = True) -> Iterator[None]:
+        """Time the ``with`` block as stage ``name`` (``watched=False``: without the watch)."""
         started = time.perf_counter()
+        watch = self._watch(name) if self._watch is not None and watched else nullcontext()
         try:
-            yield
+            with watch:
+                yield
         finally:
             self.seconds[name] = round(time.perf_counter() - started, 3)

@@ -3,6 +3,7 @@
 Layout under ``<output>/<run id>/``::
 
     features/part-00000.csv ...   header row + path,label,pc_1..pc_k; one part per non-empty partition
+                                  (output.format parquet: part-00000.parquet, the same columns)
     predictions/part-00000.csv    with the classifier: path,label,split,predicted,probability
     model/                        with the classifier: the fitted scaler + PCA + classifier, model.json
     metrics.json                  with the classifier: accuracy, macro F1, per-class metrics, confusions
@@ -20,9 +21,11 @@ import mimetypes
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 
@@ -42,16 +45,32 @@ REJECTED_FILE = "rejected.csv"
 MANIFEST_FILE = "manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 CSV_TYPE = "text/csv; charset=utf-8"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+PartFormat = Literal["csv", "parquet"]
+CONTENT_TYPES: dict[str, str] = {"csv": CSV_TYPE, "parquet": PARQUET_TYPE}
 
 
-def part_name(partition: int) -> str:
-    """``part-00007.csv`` for partition 7."""
-    return f"part-{partition:05d}.csv"
+def part_name(partition: int, fmt: PartFormat = "csv") -> str:
+    """``part-00007.csv`` (or ``.parquet``) for partition 7."""
+    return f"part-{partition:05d}.{fmt}"
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     """CSV with a header row; floats written with full precision so that they round-trip."""
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def to_parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
+    """One Parquet file (Snappy, as Spark writes them); ``schema`` types an empty frame."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="snappy")
+    return bytes(buffer.getvalue().to_pybytes())
+
+
+def part_bytes(frame: pd.DataFrame, fmt: PartFormat, schema: pa.Schema | None = None) -> bytes:
+    """``frame`` as one part file in ``fmt``."""
+    return to_parquet_bytes(frame, schema) if fmt == "parquet" else to_csv_bytes(frame)
 
 
 @dataclass(frozen=True)
@@ -63,7 +82,7 @@ class WrittenPart:
 
 
 def _write_partition(
-    frames: Iterable[pd.DataFrame], features_uri: S3Uri, settings: S3Settings
+    frames: Iterable[pd.DataFrame], folder_uri: S3Uri, settings: S3Settings, fmt: PartFormat
 ) -> Iterator[pd.DataFrame]:
     batches = list(frames)
     rows = sum(len(frame) for frame in batches)
@@ -71,36 +90,46 @@ def _write_partition(
         return
     context = TaskContext.get()
     partition = context.partitionId() if context is not None else 0
-    uri = features_uri.join(part_name(partition))
+    uri = folder_uri.join(part_name(partition, fmt))
     # One PUT per partition: a retried task overwrites the same key with the same rows.
-    write_object(s3_client(settings), uri, to_csv_bytes(pd.concat(batches, ignore_index=True)), CSV_TYPE)
+    body = part_bytes(pd.concat(batches, ignore_index=True), fmt)
+    write_object(s3_client(settings), uri, body, CONTENT_TYPES[fmt])
     yield pd.DataFrame({"uri": [str(uri)], "rows": [rows]})
 
 
-def write_features(
-    reduced: DataFrame, run_uri: S3Uri, settings: S3Settings, folder: str = FEATURES_DIR
+def write_parts(
+    frame: DataFrame,
+    run_uri: S3Uri,
+    settings: S3Settings,
+    folder: str = FEATURES_DIR,
+    fmt: PartFormat = "csv",
 ) -> list[WrittenPart]:
-    """Write ``reduced`` as CSV part files under ``<run>/<folder>/``, from the executors.
+    """Write ``frame`` as part files (CSV or Parquet) under ``<run>/<folder>/``, from the executors.
 
     Only the parts' names and row counts come back to the driver.
 
     Args:
-        reduced: the rows to write, every column a CSV column.
+        frame: the rows to write, every column a column of the files.
         run_uri: the run's folder.
         settings: the executors' boto3 settings.
         folder: ``features`` (the default) or ``predictions``.
+        fmt: ``output.format``.
     """
-    features_uri = run_uri.join(folder)
-    written = reduced.mapInPandas(
-        lambda frames: _write_partition(frames, features_uri, settings),
+    folder_uri = run_uri.join(folder)
+    written = frame.mapInPandas(
+        lambda frames: _write_partition(frames, folder_uri, settings, fmt),
         schema="uri string, rows long",
     ).collect()
     parts = [WrittenPart(uri=row["uri"], rows=int(row["rows"])) for row in written]
     if not parts:
-        # No featurized rows: one header-only part keeps the folder readable by both pandas and Spark.
-        empty = pd.DataFrame(columns=reduced.columns)
-        uri = features_uri.join(part_name(0))
-        write_object(s3_client(settings), uri, to_csv_bytes(empty), CSV_TYPE)
+        # No rows: one empty part (a CSV header, a typed Parquet schema) keeps the folder readable
+        # by both pandas and Spark.
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        empty = pd.DataFrame(columns=frame.columns)
+        uri = folder_uri.join(part_name(0, fmt))
+        body = part_bytes(empty, fmt, to_arrow_schema(frame.schema) if fmt == "parquet" else None)
+        write_object(s3_client(settings), uri, body, CONTENT_TYPES[fmt])
         parts = [WrittenPart(uri=str(uri), rows=0)]
     return sorted(parts, key=lambda part: part.uri)
 

@@ -16,6 +16,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruits_features import progress
 from fruits_features.classifier import ClassifierError, Evaluation, most_confused, train_and_evaluate
 from fruits_features.config import JobConfig
 from fruits_features.embedding import FEATURE_DIM, EmbedCounters, EmbedSpec, embed_column
@@ -31,6 +32,7 @@ from fruits_features.manifest import StageTimer, library_versions, utc_now
 from fruits_features.model_store import ModelInfo, save_model
 from fruits_features.onnx_model import check_onnx
 from fruits_features.output import (
+    FEATURES_DIR,
     METRICS_FILE,
     MODEL_DIR,
     PREDICTIONS_DIR,
@@ -38,9 +40,10 @@ from fruits_features.output import (
     finish_run,
     json_bytes,
     upload_folder,
-    write_features,
+    write_parts,
     write_report,
 )
+from fruits_features.progress import ProgressEndpoint
 from fruits_features.reduction import Reduction, components_to_columns, fit_reduction, project
 from fruits_features.report import (
     INDEX_FILE,
@@ -88,6 +91,12 @@ def s3_settings(config: JobConfig) -> S3Settings:
     )
 
 
+def stage_timer(spark: SparkSession, config: JobConfig) -> StageTimer:
+    """Times the stages; logs how each long one is going every ``progress_interval_seconds``."""
+    interval = config.progress_interval_seconds
+    return StageTimer(watch=lambda name: progress.stage_progress(name, interval, spark.sparkContext))
+
+
 def embed_spec(config: JobConfig) -> EmbedSpec:
     """The model settings shipped to the executors."""
     return EmbedSpec(
@@ -125,13 +134,20 @@ def check_model(config: JobConfig) -> dict[str, Any]:
     return {"engine": model.engine, "onnx": location, "onnx_export": asdict(info)}
 
 
-def embed_images(keys: DataFrame, spec: EmbedSpec, counters: EmbedCounters, fetch_threads: int) -> DataFrame:
+def embed_images(
+    keys: DataFrame,
+    spec: EmbedSpec,
+    counters: EmbedCounters,
+    fetch_threads: int,
+    progress: ProgressEndpoint | None = None,
+) -> DataFrame:
     """Stage: ``path, label`` -> ``path, label, features, error``, reading S3 on the executors.
 
     ``features`` is null exactly where ``error`` says why.
     """
     embedded = keys.withColumn(
-        "_embedding", embed_column(F.col("path"), spec, counters, fetch_threads=fetch_threads)
+        "_embedding",
+        embed_column(F.col("path"), spec, counters, fetch_threads=fetch_threads, progress=progress),
     )
     return embedded.select(
         "path",
@@ -270,12 +286,20 @@ def embed_listing(
     )
     counters = EmbedCounters.create(spark.sparkContext)
     keys = keys_frame(spark, listing.images, partitions)
-    embedded = embed_images(keys, spec, counters, config.s3.fetch_threads)
-    # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
-    embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+    total = len(listing.images)
+    interval = config.progress_interval_seconds
+    with progress.image_progress("embed", total, interval, spark.sparkContext) as endpoint:
+        embedded = embed_images(keys, spec, counters, config.s3.fetch_threads, endpoint)
+        # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
+        embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            with timer.stage("load_and_embed", watched=False):  # image_progress watches it
+                images = embedded.count()
+        except BaseException:
+            embedded.unpersist()
+            raise
+    log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
     try:
-        with timer.stage("load_and_embed"):
-            images = embedded.count()
         # The executors counted the images they could not featurize: with none, no query for them.
         # (A retried task may count its rejects twice, never zero times.)
         rejected: list[tuple[str, str]] = []
@@ -397,7 +421,9 @@ def run_classifier(
         metrics = evaluation.metrics
         confusions = most_confused(metrics.labels, metrics.confusion, 10)
         with timer.stage("predictions"):
-            parts = write_features(evaluation.predictions, run_uri, settings, folder=PREDICTIONS_DIR)
+            parts = write_parts(
+                evaluation.predictions, run_uri, settings, PREDICTIONS_DIR, config.output.format
+            )
             metrics_body = {
                 **metrics.to_dict(),
                 "labels": list(metrics.labels),
@@ -512,7 +538,7 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         PipelineError: nothing could be featurized, or the written rows do not add up.
     """
     started = time.perf_counter()
-    timer = StageTimer()
+    timer = stage_timer(spark, config)
     settings = s3_settings(config)
     client = s3_client(settings)
     run_uri = S3Uri.parse(config.output.uri).join(run_id)
@@ -557,7 +583,8 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         # The k components of every image, persisted: written, classified and sampled for the report.
         projected = project(featurized, reduction).persist(StorageLevel.MEMORY_AND_DISK)
         with timer.stage("write"):
-            parts = write_features(components_to_columns(projected, reduction.k), run_uri, settings)
+            features = components_to_columns(projected, reduction.k)
+            parts = write_parts(features, run_uri, settings, FEATURES_DIR, config.output.format)
         written = sum(part.rows for part in parts)
         if written != counts["featurized"]:
             raise PipelineError(

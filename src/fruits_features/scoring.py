@@ -23,14 +23,14 @@ from pyspark.sql import functions as F
 from fruits_features.classifier import with_predictions
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
-from fruits_features.manifest import StageTimer, utc_now
+from fruits_features.manifest import utc_now
 from fruits_features.model_store import (
     ModelUnavailableError,
     check_compatible,
     load_model,
     read_model_info,
 )
-from fruits_features.output import PREDICTIONS_DIR, finish_run, write_features
+from fruits_features.output import PREDICTIONS_DIR, finish_run, write_parts
 from fruits_features.pipeline import (
     RunResult,
     check_embedded,
@@ -40,6 +40,7 @@ from fruits_features.pipeline import (
     preflight,
     run_details,
     s3_settings,
+    stage_timer,
 )
 from fruits_features.reduction import VECTOR_COL
 from fruits_features.storage import ImageRef, Listing, S3Uri, iter_keys, label_for_key, s3_client
@@ -93,7 +94,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             as for the feature job.
     """
     started = time.perf_counter()
-    timer = StageTimer()
+    timer = stage_timer(spark, config)
     settings = s3_settings(config)
     client = s3_client(settings)
     run_uri = S3Uri.parse(config.output.uri).join(run_id)
@@ -142,7 +143,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         )
         scored = with_predictions(vectors, [pipeline_model])
         with timer.stage("write"):
-            parts = write_features(scored, run_uri, settings, folder=PREDICTIONS_DIR)
+            parts = write_parts(scored, run_uri, settings, PREDICTIONS_DIR, config.output.format)
         written = sum(part.rows for part in parts)
         if written != counts["featurized"]:
             raise PipelineError(
