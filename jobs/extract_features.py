@@ -20,6 +20,7 @@ from fruits_features.cli import (
     build_parser,
     build_session,
     check_run_id,
+    config_overrides,
     configure_logging,
     new_run_id,
     summary_lines,
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
         config = load_config(
-            Path(args.config), input_uri=args.input, output_uri=args.output, overrides=args.overrides
+            Path(args.config), input_uri=args.input, output_uri=args.output, overrides=config_overrides(args)
         )
         run_id = check_run_id(args.run_id or new_run_id())
     except FruitsFeaturesError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,18 @@ def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stdout.splitlines() if " ERROR extract_features: " in line]
+
+
+# Spark's own log layout (log4j2): "26/12/01 21:38:58 INFO SparkContext: Running Spark version 4.0.5".
+SPARK_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?P<level>[A-Z]+) ")
+
+
+def spark_lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
+    return [
+        line
+        for line in result.stdout.splitlines()
+        if (match := SPARK_LINE.match(line)) and match["level"] == level
+    ]
 
 
 def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str, tmp_path: Path) -> None:
@@ -55,6 +68,30 @@ def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str,
     assert manifest["config"]["model"]["image_size"] == 96
     assert manifest["counts"]["featurized"] == 6
     assert "featurized       6" in result.stdout  # the summary is logged
+    # A quiet console: the job's own lines and Spark's warnings, none of Spark's INFO lines.
+    assert spark_lines(result, "INFO") == []
+    assert "INFO fruits_features.pipeline: listed 6 keys" in result.stdout
+
+
+def test_verbose_brings_back_sparks_info_lines(s3, bucket: str, weights: str) -> None:
+    args = (
+        "--input",
+        f"s3://{bucket}/empty/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--set",
+        f"model.weights={weights}",
+    )
+
+    quiet = submit(*args)
+    verbose = submit(*args, "--verbose")
+
+    for result in (quiet, verbose):  # Spark started, then the job found no images: exit 3
+        assert result.returncode == 3, result.stdout[-3000:]
+        assert len(error_lines(result)) == 1
+    assert spark_lines(quiet, "INFO") == []
+    assert len(spark_lines(verbose, "INFO")) >= 10
+    assert any("INFO SparkContext: Running Spark version" in line for line in spark_lines(verbose, "INFO"))
 
 
 @pytest.mark.parametrize(

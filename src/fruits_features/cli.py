@@ -6,7 +6,10 @@ import argparse
 import logging
 import re
 import secrets
+import tempfile
 from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fruits_features.config import JobConfig
@@ -43,7 +46,20 @@ def _job_parser(prog: str, description: str, *, model: bool = False) -> argparse
     parser.add_argument("--input", help="s3://bucket/prefix/ of <Class>/<file> images (input.uri)")
     parser.add_argument("--output", help="s3://bucket/prefix/ to write <run-id>/ under (output.uri)")
     parser.add_argument("--run-id", help="names the output folder; default: UTC time + random suffix")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Spark's INFO lines too, from its start on (the same as --set spark.log_level=INFO)",
+    )
     return parser
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, with ``--verbose`` as ``spark.log_level=INFO`` after them."""
+    overrides: list[str] = list(args.overrides)
+    if getattr(args, "verbose", False):
+        overrides.append("spark.log_level=INFO")
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,10 +117,58 @@ def configure_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+LOG4J2_FILE = "log4j2.properties"
+VERBOSE_LEVELS = ("ALL", "DEBUG", "INFO")
+
+
+def quiet_spark_console(log_level: str) -> bool:
+    """Give the driver's JVM the project's log4j2 settings before Spark starts; True if applied.
+
+    Spark logs some 40 INFO lines while its context starts, before ``setLogLevel`` can act. Under
+    ``spark-submit`` the JVM runs before this Python driver does, so the settings are applied
+    to it through the gateway, from the file shipped in this package (a wheel or a zip alike).
+    Left alone: a verbose ``log_level``, or a ``log4j2.configurationFile`` of the user's own.
+    Where the JVM refuses (another Spark line), Spark's own logging stays: nothing fails.
+    """
+    if log_level in VERBOSE_LEVELS:
+        return False
+    from py4j.protocol import Py4JError
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()  # the gateway to spark-submit's JVM (or a new one)
+    jvm = SparkContext._jvm
+    assert jvm is not None
+    system = jvm.java.lang.System
+    if system.getProperty("log4j2.configurationFile") or system.getProperty("log4j.configurationFile"):
+        return False
+    settings = resources.files("fruits_features").joinpath(LOG4J2_FILE).read_text(encoding="utf-8")
+    with tempfile.NamedTemporaryFile("w", suffix=".properties", prefix="log4j2-", delete=False) as file:
+        file.write(settings)
+    try:
+        # Spark sets up its logging once per JVM, on first use, and loads its own defaults then
+        # (spark-submit resets it before the application): done now, so that the context's
+        # start does not replace the settings below.
+        jvm.org.apache.spark.SparkConf(False).initializeLogIfNecessary(False)
+        jvm.org.apache.logging.log4j.core.config.Configurator.reconfigure(
+            jvm.java.net.URI.create(Path(file.name).as_uri())
+        )
+    except Py4JError as exc:
+        logging.getLogger(__name__).debug("Spark's logging left as it is: %s", exc)
+        return False
+    finally:
+        Path(file.name).unlink(missing_ok=True)
+    return True
+
+
 def build_session(config: JobConfig) -> SparkSession:
-    """The SparkSession with ``spark.conf`` applied; the master comes from ``spark-submit``."""
+    """The SparkSession with ``spark.conf`` applied; the master comes from ``spark-submit``.
+
+    The console stays quiet (Spark's warnings and errors only) unless ``spark.log_level`` is
+    verbose: see :func:`quiet_spark_console`.
+    """
     from pyspark.sql import SparkSession
 
+    quiet_spark_console(config.spark.log_level)
     builder = SparkSession.builder.appName(config.spark.app_name)
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
