@@ -78,6 +78,14 @@ bench: system-run $(STAMP) ## Benchmark both engines: ceilings, the job end to e
 bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images
 	$(PY) scripts/bench.py knobs --n $(N) --engines $(ENGINE)
 
+.PHONY: bench-progress
+bench-progress: $(STAMP) ## Benchmark progress lines every 15 s against none, pair by pair, at N images
+	$(PY) scripts/bench.py progress --n $(N) --engines $(ENGINE)
+
+.PHONY: bench-output-format
+bench-output-format: $(STAMP) ## Benchmark CSV against Parquet output on the dev set: size and write time
+	$(PY) scripts/bench.py output-format --engines $(ENGINE)
+
 .PHONY: bench-image-size
 bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set
 	$(PY) scripts/bench.py image-size --engines $(ENGINE)

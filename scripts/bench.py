@@ -15,8 +15,10 @@ ceiling; the ONNX files come from `jobs/export_onnx.py` (exported on first use i
 
 Subcommands: `run` (the above for each engine, plus a scaling run over several N), `knobs` (one
 job per setting of each tuning knob, one engine), `image-size` (224 against the native 100x100:
-throughput and the accuracy of a job's own classifier on the components, fixed split). Each writes
-JSON (and `run` a PNG) under bench/results/ and prints a table.
+throughput and the accuracy of a job's own classifier on the components, fixed split), `progress`
+(the job with progress lines every 15 s against none, in turn, pair by pair), `output-format` (the
+dev set written as CSV and as Parquet: the features' size and the write stage). Each writes JSON
+(and `run` a PNG) under bench/results/ and prints a table.
 """
 
 from __future__ import annotations
@@ -264,7 +266,9 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
     cpu = {**sampler.cpu_seconds, "local_s3": after.user + after.system - own.user - own.system}
     if job.returncode != 0:
         raise SystemExit(f"the job failed ({job.returncode}):\n{log[-4000:]}")
-    body = s3_client().get_object(Bucket=BUCKET, Key=f"out/{run_id}/manifest.json")["Body"].read()
+    client = s3_client()
+    body = client.get_object(Bucket=BUCKET, Key=f"out/{run_id}/manifest.json")["Body"].read()
+    features = client.list_objects_v2(Bucket=BUCKET, Prefix=f"out/{run_id}/features/").get("Contents", [])
     manifest = json.loads(body)
     timings = manifest["timings_seconds"]
     return {
@@ -281,6 +285,8 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         "peak_memory_mib": sampler.peaks_mib,
         "cpu_seconds": {role: round(seconds, 1) for role, seconds in cpu.items()},
         "classifier": manifest.get("classifier"),
+        "features_bytes": sum(item["Size"] for item in features),
+        "progress_lines": [line for line in log.splitlines() if "fruits_features.progress: embed: " in line],
     }
 
 
@@ -566,10 +572,85 @@ def cmd_image_size(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_progress(args: argparse.Namespace) -> None:
+    """Progress lines every 15 s (the default) against none, A B A B ..., on the same images."""
+    engine = args.engines[0]
+    settings = {"every 15 s": "progress_interval_seconds=15", "off": "progress_interval_seconds=0"}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
+    with local_s3():
+        s3_client().create_bucket(Bucket=BUCKET)
+        stage_images(args.n, args.data, "progress")
+        for pair in range(args.pairs):
+            for name, setting in settings.items():
+                overrides = [*engine_overrides(engine, args.weights, args.image_size), setting]
+                job = run_job("progress", args.n, args.weights, overrides, args.master)
+                runs[name].append(job)
+                print(f"pair {pair + 1} {name}: {job['images_per_s']:.2f} images/s", flush=True)
+    on, off = runs["every 15 s"], runs["off"]
+    ratios = [a["images_per_s"] / b["images_per_s"] for a, b in zip(on, off, strict=True)]
+    result = {
+        "engine": engine,
+        "n": args.n,
+        "master": args.master,
+        "runs": runs,
+        "ratio_on_over_off": ratios,
+        "median_images_per_s": {
+            name: float(np.median([j["images_per_s"] for j in jobs])) for name, jobs in runs.items()
+        },
+        "median_ratio": float(np.median(ratios)),
+        "progress_lines_per_run": [len(job["progress_lines"]) for job in on],
+    }
+    path = save("progress", result)
+    rows: list[tuple[str, ...]] = [("pair", "on img/s", "off img/s", "on/off", "progress lines")]
+    for i, (a, b) in enumerate(zip(on, off, strict=True)):
+        rows.append(
+            (
+                str(i + 1),
+                f"{a['images_per_s']:.2f}",
+                f"{b['images_per_s']:.2f}",
+                f"{ratios[i]:.3f}",
+                str(len(a["progress_lines"])),
+            )
+        )
+    print(table(rows))
+    print(f"median on/off {result['median_ratio']:.3f}; last run's lines:")
+    print("\n".join(on[-1]["progress_lines"]))
+    print(f"wrote {path}")
+
+
+def cmd_output_format(args: argparse.Namespace) -> None:
+    """The dev set's features written as CSV and as Parquet: size and write time."""
+    engine = args.engines[0]
+    rows: list[dict[str, Any]] = []
+    with local_s3():
+        s3_client().create_bucket(Bucket=BUCKET)
+        n = stage_images(len(dev_images(args.data)), args.data, "dev")
+        for fmt in ("csv", "parquet"):
+            overrides = [*engine_overrides(engine, args.weights, args.image_size), f"output.format={fmt}"]
+            job = run_job("dev", n, args.weights, overrides, args.master)
+            rows.append({"format": fmt, "job": job})
+            print(f"{fmt}: {job['features_bytes']} bytes", flush=True)
+    path = save("output-format", {"engine": engine, "n": n, "k": 50, "rows": rows})
+    lines: list[tuple[str, ...]] = [("format", "images", "features bytes", "bytes/image", "write s")]
+    for r in rows:
+        job = r["job"]
+        lines.append(
+            (
+                r["format"],
+                str(job["featurized"]),
+                str(job["features_bytes"]),
+                f"{job['features_bytes'] / job['featurized']:.0f}",
+                f"{job['timings_seconds']['write']:.2f}",
+            )
+        )
+    print(table(lines))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "knobs", "image-size", "_ceilings"):
+    for name in ("run", "knobs", "image-size", "progress", "output-format", "_ceilings"):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=1000)
         p.add_argument("--image-size", type=int, default=224)
@@ -586,12 +667,19 @@ def main() -> None:
             help="comma-separated; knobs and image-size use the first",
         )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
+        p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")
     args = parser.parse_args()
     if args.weights != "imagenet" and Path(args.weights).exists():
         args.weights = str(Path(args.weights).resolve())
-    {"run": cmd_run, "knobs": cmd_knobs, "image-size": cmd_image_size, "_ceilings": _measure_ceilings}[
-        args.command
-    ](args)
+    commands = {
+        "run": cmd_run,
+        "knobs": cmd_knobs,
+        "image-size": cmd_image_size,
+        "progress": cmd_progress,
+        "output-format": cmd_output_format,
+        "_ceilings": _measure_ceilings,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def edited_dist(package: Package, folder: Path, edits: dict[str, tuple[str, str]
 
 def test_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
-    assert shellcheck, "shellcheck is not installed (apt-get install -y shellcheck; .ci/run does it)"
+    assert shellcheck, "shellcheck is not installed: `make test` installs it (scripts/setup-system.sh test)"
     scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
     assert len(scripts) >= 3
 
