@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from fruits_features.storage import S3Settings
-from fruits_features.weights import local_file
+from fruits_features.weights import local_file, quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def task_cpus() -> int:
 
 def build_keras_fn(spec: EmbedSpec) -> ModelFn:
     """Build ResNet50 (no top, average pooling) and wrap its forward pass in ``tf.function``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import keras
     import tensorflow as tf
 

@@ -48,7 +48,7 @@ from fruits_features.storage import (
     read_object,
     s3_client,
 )
-from fruits_features.weights import is_s3, local_file, one_line, weights_sha256
+from fruits_features.weights import is_s3, local_file, one_line, quiet_tensorflow, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _versions() -> dict[str, str]:
 
 
 def _keras_model(weights: str, image_size: int, s3: S3Settings) -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import keras
 
     model = keras.applications.ResNet50(

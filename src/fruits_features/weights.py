@@ -67,6 +67,13 @@ def local_file(location: str, s3: S3Settings) -> str:
     return str(target)
 
 
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's native log lines (CUDA probes, oneDNN notes) off the console, unless
+    ``TF_CPP_MIN_LOG_LEVEL`` is set: call before importing TensorFlow or Keras. Python-level
+    errors still raise."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def keras_home() -> Path:
     """Keras' cache folder (``KERAS_HOME``, else ``~/.keras``), where ``imagenet`` lands."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
@@ -77,7 +84,7 @@ def imagenet_path() -> Path:
     cached = keras_home() / "models" / IMAGENET_FILE
     if cached.is_file():
         return cached
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import keras
 
     return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models"))
