@@ -254,7 +254,12 @@ def test_parquet_output_holds_the_same_frame_as_csv(run: dict[str, Any], parquet
         frame = read.sort_values("path").reset_index(drop=True)
         assert list(frame.columns) == list(csv.columns)
         assert (frame.filter(like="pc_").dtypes == np.float64).all()
-        pd.testing.assert_frame_equal(frame, csv, check_exact=False, rtol=1e-12, atol=1e-12)
+        # Two fits of the same features: the multi-threaded LAPACK SVD agrees to ~1e-13, and a
+        # component's sign is arbitrary. (One frame written both ways is equal to the bit:
+        # tests/test_output.py.)
+        for name in frame.filter(like="pc_"):
+            frame[name] *= np.sign(frame[name] @ csv[name])
+        pd.testing.assert_frame_equal(frame, csv, check_exact=False, rtol=1e-9, atol=1e-9)
     assert (parquet_run / "_SUCCESS").exists()
     assert pd.read_csv(parquet_run / "rejected.csv")["path"].tolist() == [
         f"s3://{run['bucket']}/images/Kiwi/broken.jpg"
