@@ -43,7 +43,7 @@ system-test:
 $(STAMP): pyproject.toml constraints.txt | system-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,export]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,export,openvino]"
 	@touch $@
 
 .PHONY: setup
@@ -71,7 +71,7 @@ SCALING ?= 250,4000
 ENGINE ?= onnxruntime
 
 .PHONY: bench
-bench: system-run $(STAMP) ## Benchmark both engines: ceilings, the job end to end, scaling; results in bench/results/ (N=1000)
+bench: system-run $(STAMP) ## Benchmark every engine and precision: ceilings, the job end to end, scaling; prints the CPU; results in bench/results/ (N=1000)
 	$(PY) scripts/bench.py run --n $(N) --scaling $(SCALING)
 
 .PHONY: bench-knobs
@@ -85,6 +85,10 @@ bench-progress: $(STAMP) ## Benchmark progress lines every 15 s against none, pa
 .PHONY: bench-output-format
 bench-output-format: $(STAMP) ## Benchmark CSV against Parquet output on the dev set: size and write time
 	$(PY) scripts/bench.py output-format --engines $(ENGINE)
+
+.PHONY: bench-precision
+bench-precision: $(STAMP) ## Benchmark what bf16 costs: the classifier's accuracy on the dev set per engine and precision
+	$(PY) scripts/bench.py precision
 
 .PHONY: bench-image-size
 bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set

@@ -17,8 +17,9 @@ Subcommands: `run` (the above for each engine, plus a scaling run over several N
 job per setting of each tuning knob, one engine), `image-size` (224 against the native 100x100:
 throughput and the accuracy of a job's own classifier on the components, fixed split), `progress`
 (the job with progress lines every 15 s against none, in turn, pair by pair), `output-format` (the
-dev set written as CSV and as Parquet: the features' size and the write stage). Each writes JSON
-(and `run` a PNG) under bench/results/ and prints a table.
+dev set written as CSV and as Parquet: the features' size and the write stage), `precision` (the
+job's classifier on the dev set with ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16, same
+split). Each writes JSON (and `run` a PNG) under bench/results/ and prints a table.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = ROOT.parent / "shared" / "data" / "fruits360-dev"
 RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "build" / "models"
-ENGINES = ("onnxruntime", "tensorflow")
+# What `--engines` names: an engine, or OpenVINO at one precision (openvino-fp32, openvino-bf16).
+ENGINES = ("onnxruntime", "tensorflow", "openvino-fp32", "openvino-bf16")
 BUCKET = "fruits-bench"
 CORES = os.cpu_count() or 1
 
@@ -102,12 +104,40 @@ def onnx_file(weights: str, image_size: int) -> str:
     return str(path)
 
 
-def engine_overrides(engine: str, weights: str, image_size: int) -> list[str]:
-    """The job's ``--set`` items for ``engine`` at ``image_size``."""
+def engine_and_precision(label: str) -> tuple[str, str]:
+    """``openvino-bf16`` -> (``openvino``, ``bf16``); an engine alone runs fp32."""
+    engine, _, precision = label.partition("-")
+    return engine, precision or "fp32"
+
+
+def engine_overrides(label: str, weights: str, image_size: int) -> list[str]:
+    """The job's ``--set`` items for the engine ``label`` names, at ``image_size``."""
+    engine, precision = engine_and_precision(label)
     overrides = [f"model.engine={engine}", f"model.image_size={image_size}"]
-    if engine == "onnxruntime":
+    if engine != "tensorflow":
         overrides.append(f"model.onnx={onnx_file(weights, image_size)}")
+    if engine == "openvino":
+        overrides.append(f"model.precision={precision}")
     return overrides
+
+
+def cpu_report() -> dict[str, Any]:
+    """The CPU this sitting ran on: its name, the vector and matrix flags that matter, and what
+    OpenVINO reports it can do (``BF16`` = native bf16: AMX or AVX-512 BF16)."""
+    from fruits_features.engines import openvino_capabilities
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = next(
+        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
+    )
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+    return {
+        "model": names[0] if names else "unknown",
+        "cores": CORES,
+        "flags": [flag for flag in wanted if flag in flags],
+        "openvino_capabilities": list(openvino_capabilities()),
+    }
 
 
 def ceilings(
@@ -121,7 +151,7 @@ def ceilings(
         *("--engines", engine, "--image-size", str(image_size), "--batch-size", str(batch_size)),
         *("--threads", str(threads), "--weights", weights, "--data", str(data), "--n", str(images)),
     ]
-    if engine == "onnxruntime":
+    if engine_and_precision(engine)[0] != "tensorflow":
         command += ["--onnx", onnx_file(weights, image_size)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
@@ -138,15 +168,17 @@ def _measure_ceilings(args: argparse.Namespace) -> None:
     arrays = preprocess(np.stack(pixels))
     decode_rate = len(blobs) / (time.perf_counter() - started)
 
-    (engine,) = args.engines
+    (label,) = args.engines
+    engine, precision = engine_and_precision(label)
     spec = EmbedSpec(
         args.weights,
         args.image_size,
         args.batch_size,
         args.threads,
         50_000_000,
-        engine=engine,
+        engine=engine,  # type: ignore[arg-type]
         onnx=args.onnx,
+        precision=precision,  # type: ignore[arg-type]
     )
     started = time.perf_counter()
     model_fn = build_model_fn(spec)
@@ -160,7 +192,7 @@ def _measure_ceilings(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "engine": engine,
+                "engine": label,
                 "model_images_per_s": model_rate,
                 "decode_images_per_s": decode_rate,
                 "images": len(arrays),
@@ -336,7 +368,12 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     engines = result["engines"]
-    colours = {"onnxruntime": "#dd8452", "tensorflow": "#4c72b0"}
+    colours = {
+        "onnxruntime": "#dd8452",
+        "tensorflow": "#4c72b0",
+        "openvino-fp32": "#55a868",
+        "openvino-bf16": "#8172b3",
+    }
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
     n = result["settings"]["n"]
     labels, rates, bar_colours = [], [], []
@@ -397,6 +434,12 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     sizes = sorted({args.n, *args.scaling})
     engines: dict[str, dict[str, Any]] = {}
+    cpu = cpu_report()
+    print(
+        f"CPU: {cpu['model']}, {cpu['cores']} cores; flags {' '.join(cpu['flags'])}; OpenVINO: "
+        f"{' '.join(cpu['openvino_capabilities']) or 'not installed'}",
+        flush=True,
+    )
     with local_s3():
         s3_client().create_bucket(Bucket=BUCKET)
         for n in sizes:
@@ -421,7 +464,11 @@ def cmd_run(args: argparse.Namespace) -> None:
             }
             print(f"{engine}: job / model ceiling = {engines[engine]['ratio']:.2f} at N={args.n}", flush=True)
     result: dict[str, Any] = {
-        "machine": {"cores": CORES, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
+        "machine": {
+            "cores": CORES,
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "cpu": cpu,
+        },
         "settings": {
             "n": args.n,
             "image_size": args.image_size,
@@ -618,6 +665,44 @@ def cmd_progress(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_precision(args: argparse.Namespace) -> None:
+    """What bf16 costs downstream: the job's own classifier on the dev set, per engine and precision,
+    with the same split (per class 70% train, seed 42)."""
+    cpu = cpu_report()
+    labels = [label for label in args.engines if label != "tensorflow"]
+    rows: list[dict[str, Any]] = []
+    with local_s3():
+        s3_client().create_bucket(Bucket=BUCKET)
+        n = stage_images(len(dev_images(args.data)), args.data, "dev")
+        for label in labels:
+            classify = ["classifier.enabled=true", "classifier.train_fraction=0.7", "classifier.seed=42"]
+            job = run_job(
+                "dev", n, args.weights, [*engine_overrides(label, args.weights, 224), *classify], args.master
+            )
+            scores = job["classifier"]
+            rows.append(
+                {"engine": label, "job": job, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+            )
+            print(
+                f"{label}: accuracy {scores['accuracy']:.4f}, {job['images_per_s']:.2f} images/s", flush=True
+            )
+    path = save("precision", {"cpu": cpu, "n": n, "split": "train_fraction 0.7, seed 42", "rows": rows})
+    lines: list[tuple[str, ...]] = [("engine", "img/s", "accuracy", "macro F1", "test images")]
+    for r in rows:
+        lines.append(
+            (
+                r["engine"],
+                f"{r['job']['images_per_s']:.2f}",
+                f"{r['accuracy']:.4f}",
+                f"{r['macro_f1']:.4f}",
+                str(r["job"]["classifier"]["test_images"]),
+            )
+        )
+    print(f"CPU: {cpu['model']}; OpenVINO: {' '.join(cpu['openvino_capabilities']) or 'not installed'}")
+    print(table(lines))
+    print(f"wrote {path}")
+
+
 def cmd_output_format(args: argparse.Namespace) -> None:
     """The dev set's features written as CSV and as Parquet: size and write time."""
     engine = args.engines[0]
@@ -650,7 +735,7 @@ def cmd_output_format(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "knobs", "image-size", "progress", "output-format", "_ceilings"):
+    for name in ("run", "knobs", "image-size", "progress", "output-format", "precision", "_ceilings"):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=1000)
         p.add_argument("--image-size", type=int, default=224)
@@ -677,6 +762,7 @@ def main() -> None:
         "image-size": cmd_image_size,
         "progress": cmd_progress,
         "output-format": cmd_output_format,
+        "precision": cmd_precision,
         "_ceilings": _measure_ceilings,
     }
     commands[args.command](args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # EMR bootstrap action: runs once on every node before Spark starts (as the hadoop user).
 #
-#   bootstrap-emr.sh --artifacts s3://BUCKET/PREFIX/<tag>/ [--engine onnxruntime|tensorflow]
+#   bootstrap-emr.sh --artifacts s3://BUCKET/PREFIX/<tag>/ [--engine onnxruntime|tensorflow|openvino|auto]
 #                    [--venv /opt/fruits-features/venv] [--python python3.11]
 #                    [--weights s3://.../w.h5 --weights-path /opt/.../w.h5] [--pyproject FILE] [--dry-run]
 #
@@ -80,7 +80,8 @@ done
 case "$engine" in
 onnxruntime) extras="" ;;
 tensorflow) extras="tensorflow" ;; # the pyproject.toml extra the engine's nodes install
-*) die "--engine must be onnxruntime or tensorflow, got '$engine'" ;;
+openvino | auto) extras="openvino" ;;
+*) die "--engine must be onnxruntime, tensorflow, openvino or auto, got '$engine'" ;;
 esac
 readonly requirements="requirements-emr-$engine.txt"
 if [[ -n $weights || -n $weights_path ]]; then

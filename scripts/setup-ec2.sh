@@ -2,7 +2,7 @@
 # Prepare a fresh Ubuntu EC2 instance (22.04 or 24.04; a t2.xlarge: 4 vCPU, 16 GiB) to run the job
 # with spark-submit in local mode. Run it from a checkout of this repository:
 #
-#   scripts/setup-ec2.sh [--engine onnxruntime|tensorflow] [--venv /opt/fruits-features/venv] [--dry-run]
+#   scripts/setup-ec2.sh [--engine onnxruntime|tensorflow|openvino|auto] [--venv /opt/fruits-features/venv] [--dry-run]
 #
 # --engine is the job's model.engine (default onnxruntime, as in conf/ec2.yaml); it chooses what
 # the venv holds: onnxruntime installs the project's own dependencies (ONNX Runtime among them, no
@@ -58,7 +58,12 @@ tensorflow)
   libraries="fruits_features, onnxruntime, pyspark, keras, tensorflow"
   engine_args=" --set model.engine=tensorflow"
   ;;
-*) die "--engine must be onnxruntime or tensorflow, got '$engine'" ;;
+openvino | auto)
+  project="${root}[openvino]" # the extra: OpenVINO, beside ONNX Runtime
+  libraries="fruits_features, onnxruntime, openvino, pyspark"
+  engine_args=" --set model.engine=$engine"
+  ;;
+*) die "--engine must be onnxruntime, tensorflow, openvino or auto, got '$engine'" ;;
 esac
 [[ -f $root/constraints.txt && -f $root/pyproject.toml ]] || die "run me from a checkout of the repository"
 

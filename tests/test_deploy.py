@@ -286,6 +286,10 @@ def test_the_onnxruntime_step_reads_the_configured_s3_onnx_file_without_an_overr
             "config key 'model.onnx': model.engine=onnxruntime on EMR reads the ONNX file from S3, "
             "got '/opt/models/r50.224px.onnx'",
         ),
+        (
+            ["--set", "model.engine=openvino", "--set", "model.weights=imagenet"],
+            "config key 'model.weights': model.engine=openvino on EMR reads the weights from S3",
+        ),
     ],
 )
 def test_onnxruntime_model_files_outside_s3_are_refused_before_any_upload(
@@ -334,9 +338,7 @@ def test_dry_run_for_an_existing_cluster_describes_it_then_adds_the_step(
     (step,) = plan["requests"][1]["parameters"]["Steps"]
     assert step["HadoopJarStep"]["Args"] == expected_step_args(package, bucket, "dry-3")
     # The cluster was bootstrapped earlier: the plan says which engine the step needs it to have.
-    assert any(
-        "model.engine=onnxruntime) runs on a cluster bootstrapped with either" in n for n in plan["then"]
-    )
+    assert any("model.engine=onnxruntime) runs on a cluster bootstrapped with any" in n for n in plan["then"])
 
 
 # --- live submissions against moto ---------------------------------------------------------
@@ -599,6 +601,8 @@ def test_each_engine_gets_a_requirement_set_built_listed_and_checksummed(package
     assert REQUIREMENTS == {
         "onnxruntime": "requirements-emr-onnxruntime.txt",
         "tensorflow": "requirements-emr-tensorflow.txt",
+        "openvino": "requirements-emr-openvino.txt",
+        "auto": "requirements-emr-auto.txt",
     }
     assert set(REQUIREMENTS) == set(typing.get_args(Engine))  # every model.engine the job knows
     sums = {line.split("  ", 1)[1] for line in (package.dist / "SHA256SUMS").read_text().splitlines()}
@@ -608,7 +612,7 @@ def test_each_engine_gets_a_requirement_set_built_listed_and_checksummed(package
     assert not (package.dist / "requirements-emr.txt").exists()
 
 
-@pytest.mark.parametrize("engine", ["onnxruntime", "tensorflow"])
+@pytest.mark.parametrize("engine", ["onnxruntime", "tensorflow", "openvino", "auto"])
 def test_node_requirements_pin_the_run_time_closure_exactly_as_constraints(
     package: Package, engine: str
 ) -> None:

@@ -130,7 +130,7 @@ def test_bootstrap_defaults_to_the_onnxruntime_set(package: Package) -> None:
             ["--weights", "s3://models/resnet50.h5", "--weights-path", "/opt/w/abc/resnet50.h5"],
             "--weights is for --engine tensorflow: with onnxruntime the job fetches its model files from S3",
         ),
-        (["--engine", "torch"], "--engine must be onnxruntime or tensorflow, got 'torch'"),
+        (["--engine", "torch"], "--engine must be onnxruntime, tensorflow, openvino or auto, got 'torch'"),
     ],
 )
 def test_bootstrap_refuses_weights_without_tensorflow_and_unknown_engines(
@@ -260,8 +260,8 @@ def test_setup_ec2_refuses_an_unknown_engine() -> None:
     result = run_script(str(SETUP_EC2), "--engine", "torch", "--dry-run")
 
     assert result.returncode == 1
-    assert (
-        result.stderr.strip() == "setup-ec2: error: --engine must be onnxruntime or tensorflow, got 'torch'"
+    assert result.stderr.strip() == (
+        "setup-ec2: error: --engine must be onnxruntime, tensorflow, openvino or auto, got 'torch'"
     )
 
 

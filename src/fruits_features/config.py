@@ -106,7 +106,12 @@ class ModelConfig(_Section):
     )
     # onnxruntime: the same model exported to ONNX (make export-onnx), 1.5x faster end to end
     # here, and executors that need no TensorFlow. tensorflow: Keras runs the weights directly.
-    engine: Literal["tensorflow", "onnxruntime"] = "onnxruntime"
+    # openvino: the ONNX file compiled by OpenVINO (fp32 or bf16). auto: each executor takes
+    # OpenVINO bf16 where its CPU has native bf16 (AMX, AVX-512 BF16), ONNX Runtime elsewhere.
+    engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = "onnxruntime"
+    # openvino/auto: fp32, bf16, or auto (bf16 where the CPU has it natively). bf16 features
+    # differ from fp32 ones (cosine >= 0.999 per image); tensorflow and onnxruntime run fp32.
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
     onnx: str | None = Field(
         default=None,
         description="The ONNX export of the weights (local path or s3:// URI); "
@@ -135,8 +140,19 @@ class ModelConfig(_Section):
             _model_file(value)
         return value
 
+    @model_validator(mode="after")
+    def _precision_needs_openvino(self) -> ModelConfig:
+        if self.precision == "bf16" and self.engine in ("tensorflow", "onnxruntime"):
+            raise ValueError(f"model.precision bf16 needs model.engine openvino or auto, not {self.engine!r}")
+        return self
+
+    @property
+    def uses_onnx(self) -> bool:
+        """Whether the executors run the ONNX export (every engine but ``tensorflow``)."""
+        return self.engine != "tensorflow"
+
     def onnx_location(self) -> str:
-        """The ONNX file the ``onnxruntime`` engine runs: ``onnx``, or its place next to the weights."""
+        """The ONNX file the ONNX-based engines run: ``onnx``, or its place next to the weights."""
         return self.onnx or default_onnx_location(self.weights, self.image_size)
 
 

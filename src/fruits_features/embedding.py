@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from fruits_features.decoding import ImageDecodeError, decode_image
-from fruits_features.engines import FEATURE_DIM, EmbedSpec, ModelFn, build_model_fn, preprocess
+from fruits_features.engines import (
+    FEATURE_DIM,
+    EmbedSpec,
+    ModelFn,
+    build_model_fn,
+    preprocess,
+    resolved_engine,
+)
 from fruits_features.progress import ProgressEndpoint, TaskProgress
 
 if TYPE_CHECKING:
@@ -66,6 +74,18 @@ def cached_model_fn(spec: EmbedSpec, loader: ModelLoader = build_model_fn) -> Mo
     return model_fn
 
 
+class CountsParam(AccumulatorParam[dict[str, int]]):
+    """Adds up ``{name: count}`` dictionaries (a Python accumulator of counts per name)."""
+
+    def zero(self, value: dict[str, int]) -> dict[str, int]:
+        return {}
+
+    def addInPlace(self, value1: dict[str, int], value2: dict[str, int]) -> dict[str, int]:  # noqa: N802
+        for name, count in value2.items():
+            value1[name] = value1.get(name, 0) + count
+        return value1
+
+
 @dataclass
 class EmbedCounters:
     """Driver-side accumulators the UDF adds to: how much work the executors did."""
@@ -78,6 +98,8 @@ class EmbedCounters:
     rejected: Accumulator[int]
     # Tasks whose Python worker had TensorFlow loaded when they finished: 0 with the ONNX engine.
     tasks_with_tensorflow: Accumulator[int]
+    # Tasks per engine, precision and CPU capabilities the executors ran (ResolvedEngine.describe).
+    engines: Accumulator[dict[str, int]]
 
     @classmethod
     def create(cls, spark_context: Any) -> EmbedCounters:
@@ -88,6 +110,7 @@ class EmbedCounters:
             model_seconds=spark_context.accumulator(0.0),
             rejected=spark_context.accumulator(0),
             tasks_with_tensorflow=spark_context.accumulator(0),
+            engines=spark_context.accumulator({}, CountsParam()),
         )
 
 
@@ -204,6 +227,7 @@ def embed_column(
         task.close()
         if counters is not None:
             counters.tasks_with_tensorflow.add(int("tensorflow" in sys.modules))
+            counters.engines.add({resolved_engine(spec).describe(): 1})
 
     udf = pandas_udf(embed, "features array<float>, error string")  # type: ignore[call-overload]
     return udf.asNondeterministic()(paths)  # type: ignore[no-any-return]

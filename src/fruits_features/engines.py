@@ -1,11 +1,16 @@
-"""The two engines that run ResNet50's forward pass on the executors.
+"""The engines that run ResNet50's forward pass on the executors.
 
 - ``tensorflow``: Keras' ResNet50 (no top, average pooling) built from the weights, its call
   wrapped in ``tf.function`` with one fixed signature.
 - ``onnxruntime``: the same model exported to ONNX (:mod:`fruits_features.onnx_model`), run by
   ONNX Runtime's CPU provider. Its executors never import TensorFlow.
+- ``openvino``: the same ONNX file read and compiled by OpenVINO for the CPU, in fp32 or bf16
+  (``model.precision``; ``auto``: bf16 where the CPU has native bf16 matrix support, AMX or
+  AVX-512 BF16, as OpenVINO reports it in ``OPTIMIZATION_CAPABILITIES``).
+- ``auto``: each executor decides for itself (a cluster can mix instance types): OpenVINO bf16
+  where the CPU supports bf16 natively and OpenVINO is installed, ONNX Runtime fp32 elsewhere.
 
-Both take the same input, ResNet50's "caffe" preprocessing of RGB pixels (:func:`preprocess`),
+All take the same input, ResNet50's "caffe" preprocessing of RGB pixels (:func:`preprocess`),
 and give the same 2048 features. Each uses the cores Spark gives a task (``spark.task.cpus``,
 or ``model.threads`` when set) for its intra-op threads and one inter-op thread: with several
 Python workers per machine, more would oversubscribe the cores.
@@ -29,7 +34,8 @@ from fruits_features.weights import local_file, quiet_tensorflow
 log = logging.getLogger(__name__)
 
 FEATURE_DIM = 2048
-Engine = Literal["tensorflow", "onnxruntime"]
+Engine = Literal["tensorflow", "onnxruntime", "openvino", "auto"]
+Precision = Literal["fp32", "bf16", "auto"]
 ModelFn = Callable[[np.ndarray], np.ndarray]
 
 # ImageNet channel means, in BGR order, that keras.applications.resnet50.preprocess_input
@@ -52,6 +58,62 @@ class EmbedSpec:
     s3: S3Settings = field(default_factory=S3Settings)
     engine: Engine = "tensorflow"
     onnx: str | None = None
+    precision: Precision = "auto"
+
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    """What an executor runs: the engine, its precision and the CPU capabilities it went by."""
+
+    engine: Literal["tensorflow", "onnxruntime", "openvino"]
+    precision: Literal["fp32", "bf16"]
+    capabilities: tuple[str, ...]
+
+    def describe(self) -> str:
+        """``openvino bf16 (CPU: BF16 FP32 INT8)``: the manifest's key for the tasks that ran it."""
+        return f"{self.engine} {self.precision} (CPU: {' '.join(self.capabilities) or 'unknown'})"
+
+
+def openvino_capabilities() -> tuple[str, ...]:
+    """The CPU's ``OPTIMIZATION_CAPABILITIES`` as OpenVINO reports them; ``()`` without OpenVINO."""
+    try:
+        import openvino
+    except ImportError:
+        return ()
+    return tuple(str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_engine(
+    engine: Engine, precision: Precision, probe: Callable[[], tuple[str, ...]] = openvino_capabilities
+) -> ResolvedEngine:
+    """The engine and precision this machine runs for the configured ``engine`` and ``precision``.
+
+    ``probe`` reports the CPU's capabilities (tests pass their own answer). bf16 is chosen only
+    where the CPU has it natively (``BF16`` in the capabilities) or where it is asked for by name
+    (OpenVINO then runs it as it can on that CPU).
+    """
+    if engine in ("tensorflow", "onnxruntime"):
+        return ResolvedEngine(engine, "fp32", ())
+    capabilities = probe()
+    native_bf16 = "BF16" in capabilities
+    if engine == "openvino":
+        chosen = precision if precision != "auto" else ("bf16" if native_bf16 else "fp32")
+        return ResolvedEngine("openvino", chosen, capabilities)
+    # auto: OpenVINO bf16 where it pays; the fp32 engine `make bench` measured fastest elsewhere.
+    if native_bf16 and precision != "fp32":
+        return ResolvedEngine("openvino", "bf16", capabilities)
+    return ResolvedEngine("onnxruntime", "fp32", capabilities)
+
+
+_RESOLVED: dict[tuple[Engine, Precision], ResolvedEngine] = {}
+
+
+def resolved_engine(spec: EmbedSpec) -> ResolvedEngine:
+    """:func:`resolve_engine` for ``spec``, probed once per process."""
+    key = (spec.engine, spec.precision)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = resolve_engine(spec.engine, spec.precision)
+    return _RESOLVED[key]
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
@@ -124,6 +186,41 @@ def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
     return call
 
 
+def build_openvino_fn(spec: EmbedSpec, precision: Literal["fp32", "bf16"]) -> ModelFn:
+    """Compile the exported ResNet50 with OpenVINO for this CPU, in ``precision``.
+
+    One stream with the task's threads and the latency hint: each Spark task is one synchronous
+    caller, and several tasks share a machine's cores.
+    """
+    import openvino
+
+    if spec.onnx is None:
+        raise ValueError("the openvino engine needs the ONNX file (EmbedSpec.onnx)")
+    threads = spec.threads or task_cpus()
+    started = time.perf_counter()
+    core = openvino.Core()
+    model = core.read_model(local_file(spec.onnx, spec.s3))
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    _log_ready(f"compiled ResNet50 with OpenVINO ({precision})", spec.onnx, spec, threads, started)
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        # infer() copies the outputs (share_outputs=False): the next call cannot overwrite them.
+        return np.asarray(request.infer({0: batch})[output], dtype=np.float32)
+
+    return call
+
+
 def _log_ready(what: str, source: str, spec: EmbedSpec, threads: int, started: float) -> None:
     elapsed = time.perf_counter() - started
     log.info("%s (%s, %dpx, %d threads) in %.1fs", what, source, spec.image_size, threads, elapsed)
@@ -131,6 +228,9 @@ def _log_ready(what: str, source: str, spec: EmbedSpec, threads: int, started: f
 
 def build_model_fn(spec: EmbedSpec) -> ModelFn:
     """The forward pass of ``spec.engine``: float32 ``(n, s, s, 3)`` preprocessed -> ``(n, 2048)``."""
-    if spec.engine == "onnxruntime":
+    resolved = resolved_engine(spec)
+    if resolved.engine == "openvino":
+        return build_openvino_fn(spec, resolved.precision)
+    if resolved.engine == "onnxruntime":
         return build_onnx_fn(spec)
     return build_keras_fn(spec)

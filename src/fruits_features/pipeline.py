@@ -107,7 +107,8 @@ def embed_spec(config: JobConfig) -> EmbedSpec:
         max_image_pixels=config.model.max_image_pixels,
         s3=s3_settings(config),
         engine=config.model.engine,
-        onnx=config.model.onnx_location() if config.model.engine == "onnxruntime" else None,
+        onnx=config.model.onnx_location() if config.model.uses_onnx else None,
+        precision=config.model.precision,
     )
 
 
@@ -128,10 +129,20 @@ def check_model(config: JobConfig) -> dict[str, Any]:
                 "extra (pip install 'fruits-features[tensorflow]') or use model.engine=onnxruntime"
             )
         return {"engine": model.engine}
+    if model.engine == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise ConfigError(
+            "model.engine=openvino, but OpenVINO is not installed: install the 'openvino' extra "
+            "(pip install 'fruits-features[openvino]') or use model.engine=auto or onnxruntime"
+        )
     location = model.onnx_location()
     info = check_onnx(location, model.weights, model.image_size, settings)
     log.info("ONNX model %s: exported from %s, %dpx", location, info.weights, info.image_size)
-    return {"engine": model.engine, "onnx": location, "onnx_export": asdict(info)}
+    return {
+        "engine": model.engine,
+        "precision": model.precision,
+        "onnx": location,
+        "onnx_export": asdict(info),
+    }
 
 
 def embed_images(
@@ -557,6 +568,7 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
 
     embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
     manifest["model"]["tasks_with_tensorflow"] = embedded.counters.tasks_with_tensorflow.value
+    manifest["model"]["executors"] = dict(embedded.counters.engines.value)
     projected: DataFrame | None = None
     evaluation: Evaluation | None = None
     try:

@@ -135,6 +135,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             staging_dir=config.classifier.staging_dir,
         )
     embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
+    manifest["model_engine"]["executors"] = dict(embedded.counters.engines.value)
     try:
         counts = manifest["counts"] = embedded.counts
         check_embedded(embedded, config, client, run_uri, manifest)

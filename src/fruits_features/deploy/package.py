@@ -58,7 +58,12 @@ log = logging.getLogger(__name__)
 
 PROJECT = "fruits-features"
 # model.engine -> the pyproject.toml extras its nodes install beside the core dependencies.
-ENGINE_EXTRAS: dict[str, tuple[str, ...]] = {"onnxruntime": (), "tensorflow": ("tensorflow",)}
+ENGINE_EXTRAS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": (),
+    "tensorflow": ("tensorflow",),
+    "openvino": ("openvino",),
+    "auto": ("openvino",),  # OpenVINO where the CPU has native bf16, ONNX Runtime elsewhere
+}
 ENGINES = tuple(ENGINE_EXTRAS)
 CONSTRAINTS = "constraints.txt"
 ENTRY_POINT = "extract_features.py"

@@ -136,18 +136,18 @@ def check_engine_files(job: JobConfig) -> None:
         ConfigError: naming the key.
     """
     model = job.model
-    if model.engine != "onnxruntime":
+    if not model.uses_onnx:
         return
     if _s3(model.weights) is None:
         raise ConfigError(
-            f"config key 'model.weights': model.engine=onnxruntime on EMR reads the weights from S3 "
+            f"config key 'model.weights': model.engine={model.engine} on EMR reads the weights from S3 "
             f"(the nodes have no copy and no Keras), got {model.weights!r}: set the s3:// URI the ONNX "
             "file was exported from, or use model.engine=tensorflow"
         )
     location = model.onnx_location()
     if _s3(location) is None:
         raise ConfigError(
-            f"config key 'model.onnx': model.engine=onnxruntime on EMR reads the ONNX file from S3, got "
+            f"config key 'model.onnx': model.engine={model.engine} on EMR reads the ONNX file from S3, got "
             f"{location!r}: export it to S3 (jobs/export_onnx.py --config <conf>) and set its s3:// URI"
         )
 
@@ -362,8 +362,10 @@ def plan_submission(
         find_step = "the step id comes back from AddJobFlowSteps"
         if job.model.engine == "tensorflow":
             bootstrapped = "needs a cluster bootstrapped with --engine tensorflow"
-        else:  # requirements-emr-tensorflow.txt holds ONNX Runtime too
-            bootstrapped = "runs on a cluster bootstrapped with either --engine"
+        elif job.model.engine == "openvino":
+            bootstrapped = "needs a cluster bootstrapped with --engine openvino or auto"
+        else:  # every requirement set holds ONNX Runtime; auto falls back to it without OpenVINO
+            bootstrapped = "runs on a cluster bootstrapped with any --engine"
         find_step += f"; the step (model.engine={job.model.engine}) {bootstrapped}"
     output = _folder(arguments.output_uri or job.output.uri, arguments.run_id)
     return Plan(

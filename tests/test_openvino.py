@@ -1,0 +1,156 @@
+"""The OpenVINO engine: fp32 equal to ONNX Runtime, bf16 within what bf16 can promise, and the
+engine/precision each executor resolves for the CPU it runs on.
+
+These run on every machine: where the CPU has no native bf16, OpenVINO runs a bf16 request as it
+can there, and the assertions still hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SAMPLE_DIR, sample_classes, upload_sample
+from fruits_features import pipeline
+from fruits_features.config import build_config
+from fruits_features.engines import (
+    EmbedSpec,
+    build_onnx_fn,
+    build_openvino_fn,
+    openvino_capabilities,
+    preprocess,
+    resolve_engine,
+)
+from fruits_features.errors import ConfigError
+from fruits_features.local_s3 import download_tree
+from fruits_features.onnx_model import load_samples
+from fruits_features.storage import S3Settings, S3Uri
+
+AMX = ("FP32", "BF16", "INT8", "BIN", "EXPORT_IMPORT")
+AVX2 = ("FP32", "INT8", "BIN", "EXPORT_IMPORT")
+
+
+def no_probe() -> tuple[str, ...]:
+    raise AssertionError("the CPU is probed only for openvino and auto")
+
+
+@pytest.mark.parametrize(
+    ("engine", "precision", "capabilities", "expected"),
+    [
+        ("auto", "auto", AMX, ("openvino", "bf16")),
+        ("auto", "bf16", AMX, ("openvino", "bf16")),
+        ("auto", "auto", AVX2, ("onnxruntime", "fp32")),
+        ("auto", "bf16", AVX2, ("onnxruntime", "fp32")),
+        ("auto", "fp32", AMX, ("onnxruntime", "fp32")),
+        ("auto", "auto", (), ("onnxruntime", "fp32")),  # no OpenVINO installed
+        ("openvino", "auto", AMX, ("openvino", "bf16")),
+        ("openvino", "auto", AVX2, ("openvino", "fp32")),
+        ("openvino", "bf16", AVX2, ("openvino", "bf16")),  # asked for by name
+        ("openvino", "fp32", AMX, ("openvino", "fp32")),
+    ],
+)
+def test_engine_and_precision_follow_the_cpu_capabilities(
+    engine: Any, precision: Any, capabilities: tuple[str, ...], expected: tuple[str, str]
+) -> None:
+    resolved = resolve_engine(engine, precision, probe=lambda: capabilities)
+    assert (resolved.engine, resolved.precision) == expected
+    assert resolved.capabilities == capabilities
+
+
+def test_fp32_engines_never_probe_the_cpu() -> None:
+    for engine in ("onnxruntime", "tensorflow"):
+        resolved = resolve_engine(engine, "auto", probe=no_probe)
+        assert (resolved.engine, resolved.precision) == (engine, "fp32")
+    assert resolve_engine("openvino", "bf16", probe=lambda: AMX).describe() == (
+        "openvino bf16 (CPU: FP32 BF16 INT8 BIN EXPORT_IMPORT)"
+    )
+
+
+def test_this_cpu_reports_its_capabilities() -> None:
+    capabilities = openvino_capabilities()
+    assert "FP32" in capabilities, capabilities
+
+
+def test_bf16_with_an_fp32_only_engine_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"model\.precision bf16 needs model\.engine openvino or auto"):
+        build_config(
+            {
+                "input": {"uri": "s3://fruits-in/images/"},
+                "output": {"uri": "s3://fruits-out/features/"},
+                "model": {"engine": "onnxruntime", "precision": "bf16"},
+            }
+        )
+
+
+@pytest.fixture(scope="module")
+def samples() -> np.ndarray:
+    return preprocess(load_samples(str(SAMPLE_DIR), 32, 224, S3Settings()))
+
+
+def test_openvino_fp32_equals_onnxruntime_and_bf16_stays_within_cosine_0999(
+    onnx_file: str, samples: np.ndarray
+) -> None:
+    spec = EmbedSpec(
+        weights="unused", image_size=224, batch_size=16, threads=2, max_image_pixels=10**8, onnx=onnx_file
+    )
+    reference = np.concatenate([build_onnx_fn(spec)(samples[i : i + 16]) for i in range(0, len(samples), 16)])
+    fp32_fn = build_openvino_fn(spec, "fp32")
+    bf16_fn = build_openvino_fn(spec, "bf16")
+    # Batches of another size than the first, and a last, shorter one: the batch dimension is open.
+    fp32 = np.concatenate([fp32_fn(samples[i : i + 12]) for i in range(0, len(samples), 12)])
+    bf16 = np.concatenate([bf16_fn(samples[i : i + 12]) for i in range(0, len(samples), 12)])
+
+    assert reference.shape == fp32.shape == bf16.shape == (32, 2048)
+    np.testing.assert_allclose(fp32, reference, atol=1e-4)
+    cosine = (bf16 * reference).sum(axis=1) / (
+        np.linalg.norm(bf16, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    assert cosine.min() >= 0.999, cosine.min()
+
+
+def job_config(bucket: str, run: str, weights: str, onnx_file: str, **model: Any) -> Any:
+    return build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/{run}/"},
+            "model": {"weights": weights, "onnx": onnx_file, **model},
+            "pca": {"k": 10},
+            "classifier": {"enabled": False},
+            "report": {"enabled": False},
+        }
+    )
+
+
+@pytest.mark.integration
+def test_the_job_with_openvino_bf16_gives_the_rows_labels_and_components_of_onnxruntime(
+    spark, s3, weights: str, onnx_file: str, tmp_path
+) -> None:
+    bucket = "openvino-job"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(20))
+    frames = {}
+    manifests = {}
+    for name, model in {
+        "onnxruntime": {"engine": "onnxruntime"},
+        "openvino": {"engine": "openvino", "precision": "bf16"},
+    }.items():
+        result = pipeline.run(spark, job_config(bucket, name, weights, onnx_file, **model), "run")
+        local = tmp_path / name
+        download_tree(s3, S3Uri.parse(result.run_uri), local)
+        parts = sorted((local / "features").glob("part-*.csv"))
+        frames[name] = pd.concat([pd.read_csv(p) for p in parts]).sort_values("path").reset_index(drop=True)
+        manifests[name] = result.manifest
+
+    ort, ov = frames["onnxruntime"], frames["openvino"]
+    assert len(ort) == 40
+    assert ort["path"].tolist() == ov["path"].tolist()
+    assert ort["label"].tolist() == ov["label"].tolist()
+    for j in range(1, 11):
+        correlation = abs(np.corrcoef(ort[f"pc_{j}"], ov[f"pc_{j}"])[0, 1])
+        assert correlation >= 0.99, (j, correlation)
+    (used,) = manifests["openvino"]["model"]["executors"]
+    assert used.startswith("openvino bf16 (CPU: ")
+    assert list(manifests["onnxruntime"]["model"]["executors"]) == ["onnxruntime fp32 (CPU: unknown)"]
