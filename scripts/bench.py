@@ -73,6 +73,14 @@ def stage_images(n: int, data: Path, prefix: str) -> int:
     return n
 
 
+@contextmanager
+def staged_dev_set(data: Path) -> Iterator[int]:
+    """The local S3 endpoint with every dev image under ``s3://fruits-bench/dev/``; yields their count."""
+    with local_s3():
+        s3_client().create_bucket(Bucket=BUCKET)
+        yield stage_images(len(dev_images(data)), data, "dev")
+
+
 # ---------------------------------------------------------------- ceilings (in a fresh process)
 
 
@@ -559,9 +567,7 @@ def cmd_knobs(args: argparse.Namespace) -> None:
 def cmd_image_size(args: argparse.Namespace) -> None:
     engine = args.engines[0]
     rows: list[dict[str, Any]] = []
-    with local_s3():
-        s3_client().create_bucket(Bucket=BUCKET)
-        n = stage_images(len(dev_images(args.data)), args.data, "dev")
+    with staged_dev_set(args.data) as n:
         for size in (224, 100):
             # The job's own classifier: per class 70% train (7 of 10 images), seed 42.
             classify = ["classifier.enabled=true", "classifier.train_fraction=0.7", "classifier.seed=42"]
@@ -671,9 +677,7 @@ def cmd_precision(args: argparse.Namespace) -> None:
     cpu = cpu_report()
     labels = [label for label in args.engines if label != "tensorflow"]
     rows: list[dict[str, Any]] = []
-    with local_s3():
-        s3_client().create_bucket(Bucket=BUCKET)
-        n = stage_images(len(dev_images(args.data)), args.data, "dev")
+    with staged_dev_set(args.data) as n:
         for label in labels:
             classify = ["classifier.enabled=true", "classifier.train_fraction=0.7", "classifier.seed=42"]
             job = run_job(
@@ -707,9 +711,7 @@ def cmd_output_format(args: argparse.Namespace) -> None:
     """The dev set's features written as CSV and as Parquet: size and write time."""
     engine = args.engines[0]
     rows: list[dict[str, Any]] = []
-    with local_s3():
-        s3_client().create_bucket(Bucket=BUCKET)
-        n = stage_images(len(dev_images(args.data)), args.data, "dev")
+    with staged_dev_set(args.data) as n:
         for fmt in ("csv", "parquet"):
             overrides = [*engine_overrides(engine, args.weights, args.image_size), f"output.format={fmt}"]
             job = run_job("dev", n, args.weights, overrides, args.master)
