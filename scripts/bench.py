@@ -132,18 +132,14 @@ def engine_overrides(label: str, weights: str, image_size: int) -> list[str]:
 def cpu_report() -> dict[str, Any]:
     """The CPU this sitting ran on: its name, the vector and matrix flags that matter, and what
     OpenVINO reports it can do (``BF16`` = native bf16: AMX or AVX-512 BF16)."""
-    from fruits_features.engines import openvino_capabilities
+    from fruits_features.engines import cpu_flags, openvino_capabilities
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    flags = next(
-        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
-    )
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
     return {
         "model": names[0] if names else "unknown",
         "cores": CORES,
-        "flags": [flag for flag in wanted if flag in flags],
+        "flags": list(cpu_flags()),
         "openvino_capabilities": list(openvino_capabilities()),
     }
 

@@ -20,6 +20,8 @@ from fruits_features.engines import (
     EmbedSpec,
     build_onnx_fn,
     build_openvino_fn,
+    cpu_flags,
+    matrix_flags,
     openvino_capabilities,
     preprocess,
     resolve_engine,
@@ -60,13 +62,34 @@ def test_engine_and_precision_follow_the_cpu_capabilities(
     assert resolved.capabilities == capabilities
 
 
-def test_fp32_engines_never_probe_the_cpu() -> None:
+def test_fp32_engines_never_probe_openvino_but_record_the_cpu_flags() -> None:
     for engine in ("onnxruntime", "tensorflow"):
         resolved = resolve_engine(engine, "auto", probe=no_probe)
         assert (resolved.engine, resolved.precision) == (engine, "fp32")
-    assert resolve_engine("openvino", "bf16", probe=lambda: AMX).describe() == (
-        "openvino bf16 (CPU: FP32 BF16 INT8 BIN EXPORT_IMPORT)"
+        assert resolved.cpu_flags == cpu_flags()
+    flags = " ".join(cpu_flags())
+    assert (
+        resolve_engine("onnxruntime", "auto", probe=no_probe).describe() == f"onnxruntime fp32 (CPU: {flags})"
     )
+    assert resolve_engine("openvino", "bf16", probe=lambda: AMX).describe() == (
+        f"openvino bf16 (CPU: {flags}; OpenVINO: FP32 BF16 INT8 BIN EXPORT_IMPORT)"
+    )
+
+
+SAPPHIRE_RAPIDS = (
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
+    "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8 smap\n"
+    "processor\t: 1\nflags\t\t: fpu\n"
+)
+
+
+def test_matrix_flags_are_read_from_cpuinfo_in_a_fixed_order() -> None:
+    assert matrix_flags(SAPPHIRE_RAPIDS) == (
+        "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"
+    )  # fmt: skip
+    assert matrix_flags("flags : fpu sse4_2 avx2 fma\n") == ("avx2",)
+    assert matrix_flags("") == ()
+    assert cpu_flags("/nonexistent/cpuinfo") == ()
 
 
 def test_this_cpu_reports_its_capabilities() -> None:
@@ -153,4 +176,6 @@ def test_the_job_with_openvino_bf16_gives_the_rows_labels_and_components_of_onnx
         assert correlation >= 0.99, (j, correlation)
     (used,) = manifests["openvino"]["model"]["executors"]
     assert used.startswith("openvino bf16 (CPU: ")
-    assert list(manifests["onnxruntime"]["model"]["executors"]) == ["onnxruntime fp32 (CPU: unknown)"]
+    flags = " ".join(cpu_flags()) or "unknown"
+    assert used.startswith(f"openvino bf16 (CPU: {flags}; OpenVINO: ")
+    assert list(manifests["onnxruntime"]["model"]["executors"]) == [f"onnxruntime fp32 (CPU: {flags})"]

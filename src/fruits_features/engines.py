@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -61,17 +62,57 @@ class EmbedSpec:
     precision: Precision = "auto"
 
 
+# The /proc/cpuinfo flags that decide which engine and precision is fastest: AVX2 and AVX-512
+# (fp32), AVX-512 BF16 and AMX (native bf16), AMX and VNNI (int8).
+MATRIX_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
 @dataclass(frozen=True)
 class ResolvedEngine:
-    """What an executor runs: the engine, its precision and the CPU capabilities it went by."""
+    """What an executor runs: the engine, its precision and the CPU it went by.
+
+    ``capabilities`` is OpenVINO's ``OPTIMIZATION_CAPABILITIES`` (only the ``openvino`` and
+    ``auto`` engines probe them); ``cpu_flags`` the CPU's :data:`MATRIX_FLAGS`, read for every engine.
+    """
 
     engine: Literal["tensorflow", "onnxruntime", "openvino"]
     precision: Literal["fp32", "bf16"]
     capabilities: tuple[str, ...]
+    cpu_flags: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """``openvino bf16 (CPU: BF16 FP32 INT8)``: the manifest's key for the tasks that ran it."""
-        return f"{self.engine} {self.precision} (CPU: {' '.join(self.capabilities) or 'unknown'})"
+        """``openvino bf16 (CPU: avx2 avx512f amx_bf16; OpenVINO: FP32 BF16 INT8)``: the manifest's
+        key for the tasks that ran it."""
+        cpu = f"CPU: {' '.join(self.cpu_flags) or 'unknown'}"
+        if self.capabilities:
+            cpu += f"; OpenVINO: {' '.join(self.capabilities)}"
+        return f"{self.engine} {self.precision} ({cpu})"
+
+
+def matrix_flags(cpuinfo: str) -> tuple[str, ...]:
+    """The :data:`MATRIX_FLAGS` among the first ``flags`` line of a ``/proc/cpuinfo`` text."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return tuple(flag for flag in MATRIX_FLAGS if flag in present)
+    return ()
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """This machine's :data:`MATRIX_FLAGS`; ``()`` where ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    try:
+        return matrix_flags(Path(cpuinfo).read_text())
+    except OSError:
+        return ()
 
 
 def openvino_capabilities() -> tuple[str, ...]:
@@ -92,17 +133,18 @@ def resolve_engine(
     where the CPU has it natively (``BF16`` in the capabilities) or where it is asked for by name
     (OpenVINO then runs it as it can on that CPU).
     """
+    flags = cpu_flags()
     if engine in ("tensorflow", "onnxruntime"):
-        return ResolvedEngine(engine, "fp32", ())
+        return ResolvedEngine(engine, "fp32", (), flags)
     capabilities = probe()
     native_bf16 = "BF16" in capabilities
     if engine == "openvino":
         chosen = precision if precision != "auto" else ("bf16" if native_bf16 else "fp32")
-        return ResolvedEngine("openvino", chosen, capabilities)
+        return ResolvedEngine("openvino", chosen, capabilities, flags)
     # auto: OpenVINO bf16 where it pays; the fp32 engine `make bench` measured fastest elsewhere.
     if native_bf16 and precision != "fp32":
-        return ResolvedEngine("openvino", "bf16", capabilities)
-    return ResolvedEngine("onnxruntime", "fp32", capabilities)
+        return ResolvedEngine("openvino", "bf16", capabilities, flags)
+    return ResolvedEngine("onnxruntime", "fp32", capabilities, flags)
 
 
 _RESOLVED: dict[tuple[Engine, Precision], ResolvedEngine] = {}
