@@ -4,9 +4,10 @@
 #
 #   scripts/setup-ec2.sh [--engine onnxruntime|tensorflow|openvino|auto] [--venv /opt/fruits-features/venv] [--dry-run]
 #
-# --engine is the job's model.engine (default onnxruntime, as in conf/ec2.yaml); it chooses what
-# the venv holds: onnxruntime installs the project's own dependencies (ONNX Runtime among them, no
-# TensorFlow or Keras); tensorflow adds the project's `tensorflow` extra (TensorFlow and Keras).
+# --engine is the job's model.engine (default auto, as in conf/ec2.yaml); it chooses what the venv
+# holds: onnxruntime installs the project's own dependencies (ONNX Runtime among them, no TensorFlow
+# or Keras); auto and openvino add the `openvino` extra (OpenVINO bf16 where the CPU has AMX,
+# ONNX Runtime elsewhere); tensorflow adds the `tensorflow` extra (TensorFlow and Keras).
 #
 # 1. installs Java 17 (Spark's JVM) and Python 3.11 or newer with venv, from Ubuntu's archive
 #    (python3 on 24.04; python3.11 from universe on 22.04, whose python3 is 3.10);
@@ -20,7 +21,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="/opt/fruits-features/venv"
-engine="onnxruntime"
+engine="auto"
 dry_run=0
 
 die() {
@@ -51,7 +52,7 @@ case "$engine" in
 onnxruntime)
   project=$root
   libraries="fruits_features, onnxruntime, pyspark"
-  engine_args=""
+  engine_args=" --set model.engine=onnxruntime"
   ;;
 tensorflow)
   project="${root}[tensorflow]" # the extra: TensorFlow and Keras
@@ -61,7 +62,8 @@ tensorflow)
 openvino | auto)
   project="${root}[openvino]" # the extra: OpenVINO, beside ONNX Runtime
   libraries="fruits_features, onnxruntime, openvino, pyspark"
-  engine_args=" --set model.engine=$engine"
+  engine_args=""
+  [[ $engine == auto ]] || engine_args=" --set model.engine=$engine"
   ;;
 *) die "--engine must be onnxruntime, tensorflow, openvino or auto, got '$engine'" ;;
 esac

@@ -113,7 +113,7 @@ def base_args(package: Package, settings: Path, bucket: str, run_id: str) -> lis
 
 
 def expected_step_args(package: Package, bucket: str, run_id: str, *tail: str) -> list[str]:
-    """The step's command line for conf/emr.yaml (engine onnxruntime: the job reads the s3:// model
+    """The step's command line for conf/emr.yaml (engine auto: the job reads the s3:// model
     files itself, no override), ``tail`` after it (the tensorflow engine's node-local weights)."""
     artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
     return [
@@ -190,19 +190,19 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
     groups = params["Instances"]["InstanceGroups"]
     assert [(g["InstanceRole"], g["InstanceType"], g["InstanceCount"]) for g in groups] == [
         ("MASTER", "m5.xlarge", 1),
-        ("CORE", "m5.4xlarge", 4),
+        ("CORE", "m7i.4xlarge", 4),
     ]
     assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
     assert "AutoTerminationPolicy" not in params  # a one-off cluster ends with its step
     (bootstrap,) = params["BootstrapActions"]
-    # conf/emr.yaml's engine, onnxruntime: the light requirement set and no weights on the nodes.
+    # conf/emr.yaml's engine, auto: ONNX Runtime and OpenVINO, no TensorFlow and no weights on the nodes.
     assert bootstrap["ScriptBootstrapAction"] == {
         "Path": f"{artifacts}bootstrap-emr.sh",
         "Args": [
             "--artifacts",
             artifacts,
             "--engine",
-            "onnxruntime",
+            "auto",
             "--venv",
             "/opt/fruits-features/venv",
             "--python",
@@ -252,13 +252,13 @@ def test_the_tensorflow_engine_bootstraps_tensorflow_and_points_the_step_at_node
     assert step["HadoopJarStep"]["Args"] == expected
 
 
-def test_the_onnxruntime_step_reads_the_configured_s3_onnx_file_without_an_override(
+def test_the_onnx_step_reads_the_configured_s3_onnx_file_without_an_override(
     package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     settings = cluster_settings_file(tmp_path, bucket)
     job = yaml.safe_load((ROOT / "conf" / "emr.yaml").read_text())
     assert (job["model"]["engine"], job["model"]["weights"], job["model"]["onnx"]) == (
-        "onnxruntime",
+        "auto",
         WEIGHTS,
         ONNX,
     )
@@ -279,11 +279,11 @@ def test_the_onnxruntime_step_reads_the_configured_s3_onnx_file_without_an_overr
     [
         (
             ["--set", "model.weights=imagenet"],
-            "config key 'model.weights': model.engine=onnxruntime on EMR reads the weights from S3",
+            "config key 'model.weights': model.engine=auto on EMR reads the weights from S3",
         ),
         (
             ["--set", "model.onnx=/opt/models/r50.224px.onnx"],
-            "config key 'model.onnx': model.engine=onnxruntime on EMR reads the ONNX file from S3, "
+            "config key 'model.onnx': model.engine=auto on EMR reads the ONNX file from S3, "
             "got '/opt/models/r50.224px.onnx'",
         ),
         (
@@ -338,7 +338,7 @@ def test_dry_run_for_an_existing_cluster_describes_it_then_adds_the_step(
     (step,) = plan["requests"][1]["parameters"]["Steps"]
     assert step["HadoopJarStep"]["Args"] == expected_step_args(package, bucket, "dry-3")
     # The cluster was bootstrapped earlier: the plan says which engine the step needs it to have.
-    assert any("model.engine=onnxruntime) runs on a cluster bootstrapped with any" in n for n in plan["then"])
+    assert any("model.engine=auto) runs on a cluster bootstrapped with any" in n for n in plan["then"])
 
 
 # --- live submissions against moto ---------------------------------------------------------
@@ -375,7 +375,7 @@ def test_submit_creates_the_cluster_it_planned_uploads_the_artifacts_and_waits_f
     assert sorted(
         (g["InstanceGroupType"], g["InstanceType"], g["RequestedInstanceCount"]) for g in groups
     ) == [
-        ("CORE", "m5.4xlarge", 4),
+        ("CORE", "m7i.4xlarge", 4),
         ("MASTER", "m5.xlarge", 1),
     ]
     (action,) = emr_api.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]

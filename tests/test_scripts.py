@@ -224,8 +224,14 @@ def test_bootstrap_usage_errors_are_one_line() -> None:
 @pytest.mark.parametrize(
     ("engine", "project", "job_args"),
     [
-        (None, str(ROOT), "--output s3://BUCKET/features/\n"),  # the default: onnxruntime, no TensorFlow
-        ("onnxruntime", str(ROOT), "--output s3://BUCKET/features/\n"),
+        (
+            None,
+            f"{ROOT}\\[openvino\\]",
+            "--output s3://BUCKET/features/\n",
+        ),  # the default: auto, no TensorFlow
+        ("auto", f"{ROOT}\\[openvino\\]", "--output s3://BUCKET/features/\n"),
+        ("openvino", f"{ROOT}\\[openvino\\]", "--output s3://BUCKET/features/ --set model.engine=openvino\n"),
+        ("onnxruntime", str(ROOT), "--output s3://BUCKET/features/ --set model.engine=onnxruntime\n"),
         (
             "tensorflow",
             f"{ROOT}\\[tensorflow\\]",
@@ -253,7 +259,7 @@ def test_setup_ec2_dry_run_installs_java_17_python_and_the_pinned_project_for_th
     command = "PYSPARK_PYTHON=/opt/ff/venv/bin/python /opt/ff/venv/bin/spark-submit --master 'local[4,4]'"
     assert f"{command} --driver-memory 4g" in result.stdout
     assert result.stdout.endswith(job_args)
-    assert f"({engine or 'onnxruntime'} engine)" in result.stdout
+    assert f"({engine or 'auto'} engine)" in result.stdout
 
 
 def test_setup_ec2_refuses_an_unknown_engine() -> None:
@@ -362,7 +368,10 @@ def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tenso
     assert len(frame) == 6
     manifest = json.loads((local / "manifest.json").read_text())
     assert manifest["counts"]["featurized"] == 6
-    assert manifest["model"]["engine"] == "onnxruntime"
+    # conf/local.yaml's engine, auto, falls back to ONNX Runtime fp32 where OpenVINO is not installed.
+    assert manifest["model"]["engine"] == "auto"
+    (used,) = manifest["model"]["executors"]
+    assert used.startswith("onnxruntime fp32 (CPU: "), used
     assert manifest["model"]["onnx"] == onnx_file
     assert manifest["versions"]["tensorflow"] is None
     assert manifest["versions"]["keras"] is None

@@ -104,11 +104,12 @@ class ModelConfig(_Section):
         default=IMAGENET,
         description="'imagenet' (Keras download), a local .h5 path, or an s3:// URI.",
     )
-    # onnxruntime: the same model exported to ONNX (make export-onnx), 1.5x faster end to end
-    # here, and executors that need no TensorFlow. tensorflow: Keras runs the weights directly.
-    # openvino: the ONNX file compiled by OpenVINO (fp32 or bf16). auto: each executor takes
-    # OpenVINO bf16 where its CPU has native bf16 (AMX, AVX-512 BF16), ONNX Runtime elsewhere.
-    engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = "onnxruntime"
+    # auto (the default): each executor takes OpenVINO bf16 where its CPU has native bf16 (AMX,
+    # AVX-512 BF16) and OpenVINO is installed, ONNX Runtime fp32 elsewhere: the fastest path
+    # `make bench` measured on each kind of CPU. onnxruntime: the same model exported to ONNX
+    # (make export-onnx), executors that need no TensorFlow. tensorflow: Keras runs the weights
+    # directly. openvino: the ONNX file compiled by OpenVINO (fp32 or bf16).
+    engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = "auto"
     # openvino/auto: fp32, bf16, or auto (bf16 where the CPU has it natively). bf16 features
     # differ from fp32 ones (cosine >= 0.999 per image); tensorflow and onnxruntime run fp32.
     precision: Literal["fp32", "bf16", "auto"] = "auto"
