@@ -64,6 +64,10 @@ run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample ima
 test: system-test $(STAMP) ## Run the whole test suite (unit and integration); installs what it needs first
 	$(PY) -m pytest
 
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run the unit tier only: no JVM, no S3 server, no browser, no weights (under a minute)
+	FRUITS_TEST_TIER=unit $(PY) -m pytest -m "not integration"
+
 # Benchmark sizes: N images for the headline, SCALING for the scaling run.
 N ?= 1000
 SCALING ?= 250,4000

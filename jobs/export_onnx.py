@@ -22,11 +22,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fruits_features.cli import build_export_parser, configure_logging
-from fruits_features.config import load_config
+from fruits_features.config_files import load_config
 from fruits_features.errors import FruitsFeaturesError
-from fruits_features.onnx_model import export_onnx, load_samples
-from fruits_features.pipeline import s3_settings
-from fruits_features.weights import check_weights
+from fruits_features.features.model_files import check_weights
+from fruits_features.features.onnx_export import export_onnx, load_samples
+from fruits_features.settings import s3_settings
 
 log = logging.getLogger("export_onnx")
 

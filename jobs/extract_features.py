@@ -25,7 +25,7 @@ from fruits_features.cli import (
     new_run_id,
     summary_lines,
 )
-from fruits_features.config import load_config
+from fruits_features.config_files import load_config
 from fruits_features.errors import FruitsFeaturesError
 
 log = logging.getLogger("extract_features")

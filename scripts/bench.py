@@ -41,8 +41,9 @@ import numpy as np
 import psutil
 
 from fruits_features.cli import new_run_id
-from fruits_features.local_s3 import local_s3
-from fruits_features.storage import s3_client
+from fruits_features.dev.local_s3 import local_s3
+from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.io.s3 import s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = ROOT.parent / "shared" / "data" / "fruits360-dev"
@@ -90,8 +91,8 @@ def onnx_file(weights: str, image_size: int) -> str:
     An existing file is reused only if it passes the job's own check (same weights and size).
     """
     from fruits_features.errors import FruitsFeaturesError
-    from fruits_features.onnx_model import check_onnx
-    from fruits_features.storage import S3Settings
+    from fruits_features.features.onnx_export import check_onnx
+    from fruits_features.io.s3 import S3Settings
 
     path = MODELS / f"resnet50-notop.{image_size}px.onnx"
     if path.exists():
@@ -132,7 +133,7 @@ def engine_overrides(label: str, weights: str, image_size: int) -> list[str]:
 def cpu_report() -> dict[str, Any]:
     """The CPU this sitting ran on: its name, the vector and matrix flags that matter, and what
     OpenVINO reports it can do (``BF16`` = native bf16: AMX or AVX-512 BF16)."""
-    from fruits_features.engines import cpu_flags, openvino_capabilities
+    from fruits_features.features.engines import cpu_flags, openvino_capabilities
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
@@ -162,8 +163,8 @@ def ceilings(
 
 
 def _measure_ceilings(args: argparse.Namespace) -> None:
-    from fruits_features.decoding import decode_image
-    from fruits_features.engines import EmbedSpec, build_model_fn, preprocess
+    from fruits_features.features.decoding import decode_image
+    from fruits_features.features.engines import EmbedSpec, build_model_fn, preprocess
 
     paths = (dev_images(Path(args.data)) * (1 + args.n // 1310))[: args.n]
     blobs = [p.read_bytes() for p in paths]
@@ -276,19 +277,17 @@ class MemorySampler:
 def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str) -> dict[str, Any]:
     """spark-submit the job on ``s3://fruits-bench/<prefix>/`` and return its measurements."""
     run_id = new_run_id()
-    command = [
-        str(Path(sys.executable).with_name("spark-submit")),
-        *("--master", master, "--driver-memory", "2g"),
-        str(ROOT / "jobs" / "extract_features.py"),
-        *("--config", str(ROOT / "conf" / "local.yaml")),
+    command = job_command(
+        "extract_features",
         *("--input", f"s3://{BUCKET}/{prefix}/", "--output", f"s3://{BUCKET}/out/", "--run-id", run_id),
         *("--set", f"model.weights={weights}"),
         # The feature job alone (list, load, embed, PCA, write): no classifier or report unless asked.
         *("--set", "classifier.enabled=false", "--set", "report.enabled=false"),
-    ]
-    for item in overrides:
-        command += ["--set", item]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        *[arg for item in overrides for arg in ("--set", item)],
+        master=master,
+        driver_memory="2g",
+    )
+    env = job_env()
     started = time.perf_counter()
     own = psutil.Process().cpu_times()  # this process serves the local S3 endpoint (moto's threads)
     with subprocess.Popen(

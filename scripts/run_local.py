@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 from fruits_features.cli import new_run_id, summary_lines
-from fruits_features.local_s3 import download_tree, local_s3, upload_tree
-from fruits_features.output import REPORT_DIR
-from fruits_features.report import INDEX_FILE
-from fruits_features.storage import S3Uri, s3_client
+from fruits_features.dev.local_s3 import download_tree, local_s3, upload_tree
+from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.io.outputs import REPORT_DIR
+from fruits_features.io.s3 import s3_client
+from fruits_features.io.uri import S3Uri
+from fruits_features.reporting.page import INDEX_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "fruits360-sample"
@@ -57,23 +59,14 @@ def main() -> int:
         print(
             f"local S3 at {endpoint}: uploaded {uploaded} images from {args.images} to {images}", flush=True
         )
-        command = [
-            str(Path(sys.executable).with_name("spark-submit")),
-            "--master",
-            args.master,
-            str(ROOT / "jobs" / "extract_features.py"),
-            "--config",
-            args.config,
-            "--input",
-            str(images),
-            "--output",
-            str(features),
-            "--run-id",
-            run_id,
-        ]
-        for item in overrides:
-            command += ["--set", item]
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        command = job_command(
+            "extract_features",
+            *("--input", str(images), "--output", str(features), "--run-id", run_id),
+            *[arg for item in overrides for arg in ("--set", item)],
+            master=args.master,
+            config=args.config,
+        )
+        env = job_env()
         print("$ " + " ".join(command), flush=True)
         code = subprocess.call(command, env=env, cwd=ROOT)
         if code != 0:

@@ -11,16 +11,40 @@ from pathlib import Path
 
 import pytest
 
-from fruits_features.local_s3 import local_s3, upload_tree
-from fruits_features.storage import S3Uri, s3_client
+from fruits_features.dev.local_s3 import local_s3, upload_tree
+from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.io.s3 import s3_client
+from fruits_features.io.uri import S3Uri
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "tests" / "data" / "fruits360-sample"
 
 
+# The fixtures that start a JVM, an S3 server or TensorFlow, or build the package: a test that
+# uses any of them, directly or through another fixture, is an integration test. `make test-unit`
+# runs the others (FRUITS_TEST_TIER=unit), and there these fixtures fail the test instead of starting.
+HEAVY_FIXTURES = frozenset({"s3_endpoint", "s3", "bucket", "spark", "weights", "onnx_file", "package"})
+UNIT_TIER = os.environ.get("FRUITS_TEST_TIER") == "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def heavy(what: str) -> None:
+    """Fail a test of the unit tier that reaches ``what`` (a JVM, an S3 server, a browser, ...)."""
+    if UNIT_TIER:
+        pytest.fail(
+            f"the unit tier starts no {what}: this test belongs to the integration tier", pytrace=False
+        )
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3-compatible HTTP server on 127.0.0.1, reached through AWS_ENDPOINT_URL_S3."""
+    heavy("S3 server")
     with local_s3() as endpoint:
         yield endpoint
 
@@ -45,6 +69,8 @@ def spark(s3_endpoint: str):
     Python workers inherit AWS_ENDPOINT_URL_S3."""
     from pyspark.sql import SparkSession
 
+    heavy("JVM")
+
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     session = (
@@ -66,6 +92,7 @@ def spark(s3_endpoint: str):
 @pytest.fixture(scope="session")
 def weights() -> str:
     """The model weights the integration tests use: FRUITS_WEIGHTS, else Keras' download."""
+    heavy("model weights")
     value = os.environ.get("FRUITS_WEIGHTS", "imagenet")
     return str(Path(value).resolve()) if Path(value).exists() else value
 
@@ -73,8 +100,8 @@ def weights() -> str:
 @pytest.fixture(scope="session")
 def onnx_file(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The weights exported to ONNX at 224 px by the project's exporter, once per test run."""
-    from fruits_features.onnx_model import export_onnx, load_samples
-    from fruits_features.storage import S3Settings
+    from fruits_features.features.onnx_export import export_onnx, load_samples
+    from fruits_features.io.s3 import S3Settings
 
     target = tmp_path_factory.mktemp("onnx") / "resnet50.224px.onnx"
     samples = load_samples(str(SAMPLE_DIR), 16, 224, S3Settings())
@@ -95,36 +122,16 @@ def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:
     return uploaded
 
 
-SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
-
-
 def spark_submit_command(*args: str, master: str = "local[2]") -> list[str]:
     """``spark-submit`` of the job, as users and EMR run it, with ``conf/local.yaml``."""
-    return [
-        str(SPARK_SUBMIT),
-        "--master",
-        master,
-        str(ROOT / "jobs" / "extract_features.py"),
-        "--config",
-        str(ROOT / "conf" / "local.yaml"),
-        *args,
-    ]
-
-
-def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment (with the local S3 endpoint) for a spark-submit child."""
-    return {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        **(extra or {}),
-    }
+    return job_command("extract_features", *args, master=master)
 
 
 def spark_submit(
     *args: str, env: dict[str, str] | None = None, master: str = "local[2]"
 ) -> subprocess.CompletedProcess[str]:
     """Run the job to completion; its log (spark-submit merges the driver's stderr) is in ``stdout``."""
+    heavy("spark-submit")
     return subprocess.run(
         spark_submit_command(*args, master=master),
         env=job_env(env),

@@ -79,6 +79,10 @@ def check_report_folder(folder: Path) -> list[str]:
 
 def chromium() -> str:
     """The headless browser's executable; fails (never skips) when there is none."""
+    if os.environ.get("FRUITS_TEST_TIER") == "unit":
+        pytest.fail(
+            "the unit tier starts no browser: this test belongs to the integration tier", pytrace=False
+        )
     override = os.environ.get("CHROMIUM")
     found = override or next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
     if not found:

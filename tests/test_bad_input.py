@@ -12,10 +12,11 @@ import pytest
 from bad_corpus import NOT_IMAGES, bad_corpus, decompression_bomb_png
 from conftest import sample_classes, upload_sample
 from fruits_features import pipeline
-from fruits_features.config import JobConfig, build_config
+from fruits_features.config import JobConfig
+from fruits_features.config_files import build_config
+from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import OutputError, TooManyRejectsError
-from fruits_features.local_s3 import download_tree
-from fruits_features.storage import S3Uri
+from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +106,7 @@ def test_decompression_bomb_is_refused_without_allocating_its_pixels(tmp_path: P
     bomb.write_bytes(decompression_bomb_png())
     code = (
         "import re\n"
-        "from fruits_features.decoding import ImageDecodeError, decode_image\n"
+        "from fruits_features.features.decoding import ImageDecodeError, decode_image\n"
         "try:\n"
         f"    decode_image(open({str(bomb)!r}, 'rb').read(), 224, 50_000_000)\n"
         "except ImageDecodeError as exc:\n"

@@ -15,26 +15,28 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DIR, job_env, sample_classes, upload_sample
 from fruits_features import pipeline, scoring
-from fruits_features.classifier import (
+from fruits_features.config_files import apply_overrides, build_config, load_config
+from fruits_features.dev.local_s3 import download_tree
+from fruits_features.dev.spark_submit import job_command
+from fruits_features.errors import ConfigError
+from fruits_features.features.model_files import file_sha256, weights_sha256
+from fruits_features.io.s3 import S3Settings
+from fruits_features.io.uri import S3Uri
+from fruits_features.stages.classify import (
     TEST,
     TRAIN,
     ClassifierError,
-    classification_metrics,
-    most_confused,
     stratified_split,
     train_and_evaluate,
     train_count,
 )
-from fruits_features.config import apply_overrides, build_config, load_config
-from fruits_features.errors import ConfigError
-from fruits_features.local_s3 import download_tree
-from fruits_features.model_store import (
+from fruits_features.stages.metrics import classification_metrics, most_confused
+from fruits_features.stages.model_store import (
     ModelInfo,
     ModelMismatchError,
     ModelUnavailableError,
+    check_model_transfer,
 )
-from fruits_features.storage import S3Settings, S3Uri
-from fruits_features.weights import file_sha256, weights_sha256
 from report_checks import check_report_folder, open_in_chromium
 
 # -- the split ------------------------------------------------------------------------------------
@@ -190,12 +192,12 @@ def test_staging_the_model_on_the_driver_is_refused_on_a_cluster() -> None:
         "output": {"uri": "s3://b-out/y/"},
         "classifier": {"enabled": True},
     }
-    pipeline.check_model_transfer(build_config(data), "local[4]")
-    pipeline.check_model_transfer(build_config(data), "local-cluster[2,1,1024]")
+    check_model_transfer(build_config(data), "local[4]")
+    check_model_transfer(build_config(data), "local-cluster[2,1,1024]")
     with pytest.raises(ConfigError, match=r"classifier\.model_transfer': boto3 stages the model"):
-        pipeline.check_model_transfer(build_config(data), "yarn")
+        check_model_transfer(build_config(data), "yarn")
     data["classifier"]["model_transfer"] = "hadoop"
-    pipeline.check_model_transfer(build_config(data), "yarn")
+    check_model_transfer(build_config(data), "yarn")
 
 
 def test_model_description_round_trips_and_another_format_is_refused() -> None:
@@ -237,7 +239,7 @@ def test_imagenet_weights_are_digested_from_the_keras_cache(tmp_path: Path) -> N
     models.mkdir(parents=True)
     cached = models / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.write_bytes(b"what Keras downloaded")
-    code = "from fruits_features.weights import weights_sha256 as w; print(w('imagenet', None))"
+    code = "from fruits_features.features.model_files import weights_sha256 as w; print(w('imagenet', None))"
 
     # KERAS_HOME is read when Keras is imported: a fresh interpreter, and no network (a proxy
     # that refuses), so the digest can only come from the cache Keras' ResNet50 loads from.
@@ -382,7 +384,7 @@ def test_saved_model_scores_the_same_images_with_the_same_predictions(
 
     result = scoring.run_scoring(spark, config, f"s3://{bucket}/out/train-1/model/", "score-1")
 
-    assert result.manifest["model_info"]["image_size"] == IMAGE_SIZE
+    assert result.manifest["scoring_model"]["image_size"] == IMAGE_SIZE
     local = Path(str(trained["local"]) + "-score")
     download_tree(s3, S3Uri.parse(result.run_uri), local)
     assert (local / "_SUCCESS").exists()
@@ -426,13 +428,12 @@ def test_score_entry_point_scores_new_images_without_class_folders(
     bucket = trained["bucket"]
     for path in sorted((SAMPLE_DIR / "Banana").glob("*.jpg")):  # no class folder: nothing to go by
         s3.upload_file(str(path), bucket, f"new/{path.name}")
-    command = [
-        str(Path(sys.executable).with_name("spark-submit")),
-        *("--master", "local[2]", str(ROOT / "jobs" / "score.py")),
-        *("--config", str(ROOT / "conf" / "local.yaml"), "--model", f"s3://{bucket}/out/train-1/model/"),
+    command = job_command(
+        "score",
+        *("--model", f"s3://{bucket}/out/train-1/model/"),
         *("--input", f"s3://{bucket}/new/", "--output", f"s3://{bucket}/scores/", "--run-id", "cli-score"),
         *("--set", f"model.weights={weights}", "--set", "model.engine=tensorflow"),
-    ]
+    )
 
     result = subprocess.run(command, env=job_env(), capture_output=True, text=True, timeout=600, check=False)
 

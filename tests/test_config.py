@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from fruits_features.config import JobConfig, apply_overrides, build_config, load_config
+from fruits_features.config_files import apply_overrides, build_config, load_config
 from fruits_features.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,10 +19,36 @@ def write_yaml(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def settings_missed(written: dict[str, Any], effective: dict[str, Any], where: str = "") -> list[str]:
+    """The keys of ``written`` (a YAML file's settings) whose value the effective config does not hold.
+
+    Spark's own settings (``spark.conf``) are strings to Spark: ``4`` holds as ``"4"``.
+    """
+    missed = []
+    for key, value in written.items():
+        if key not in effective:
+            missed.append(f"{where}{key} (dropped)")
+            continue
+        held = effective[key]
+        if isinstance(value, dict):
+            missed += settings_missed(value, held, f"{where}{key}.")
+        elif where.startswith("spark.conf."):
+            if str(held).lower() != str(value).lower():
+                missed.append(f"{where}{key}: {value!r} became {held!r}")
+        elif held != value:
+            missed.append(f"{where}{key}: {value!r} became {held!r}")
+    return missed
+
+
 @pytest.mark.parametrize("name", ["local", "ec2", "emr"])
-def test_every_shipped_config_file_validates(name: str) -> None:
-    config = load_config(ROOT / "conf" / f"{name}.yaml")
-    assert isinstance(config, JobConfig)
+def test_every_shipped_config_file_validates_and_every_setting_in_it_takes_effect(name: str) -> None:
+    path = ROOT / "conf" / f"{name}.yaml"
+    written = yaml.safe_load(path.read_text())
+
+    config = load_config(path)
+
+    assert settings_missed(written, config.to_dict()) == []
+    assert config.model.engine == "auto"  # the shipped default: the fastest engine on each CPU
     assert config.pca.k == 50
     assert config.model.weights  # every target names its weights
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits_features.decoding import ImageDecodeError, decode_image
+from fruits_features.features.decoding import ImageDecodeError, decode_image
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 A_JPEG = next(SAMPLE.glob("Apple Braeburn/*.jpg"))

@@ -30,7 +30,7 @@ from deploy_support import (
     emr_backend,
     recorded_emr_requests,
 )
-from fruits_features.config import load_config
+from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
 from fruits_features.deploy.errors import PackageError
 from fruits_features.deploy.package import (
@@ -44,8 +44,8 @@ from fruits_features.deploy.package import (
     read_pins,
 )
 from fruits_features.deploy.settings import load_settings
-from fruits_features.engines import Engine
 from fruits_features.errors import ConfigError
+from fruits_features.features.engines import Engine
 
 WEIGHTS = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 ONNX = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.224px.onnx"

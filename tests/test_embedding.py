@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fruits_features.embedding import (
+from fruits_features.errors import WeightsUnavailableError
+from fruits_features.features.model_files import check_weights, file_sha256, local_file
+from fruits_features.features.udf import (
     FEATURE_DIM,
     EmbedCounters,
     EmbedSpec,
@@ -22,10 +24,8 @@ from fruits_features.embedding import (
     embed_column,
     embed_series,
 )
-from fruits_features.errors import WeightsUnavailableError
-from fruits_features.loading import FetchResult, PendingReads
-from fruits_features.storage import S3Settings
-from fruits_features.weights import check_weights, file_sha256, local_file
+from fruits_features.io.loading import FetchResult, PendingReads
+from fruits_features.io.s3 import S3Settings
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
@@ -79,9 +79,18 @@ def test_features_stay_aligned_with_their_rows_across_batches() -> None:
     out = embed_series(series, SPEC, model)
 
     alone = [embed_series(pd.Series([d]), SPEC, BatchRecorder())["features"][0] for d in data]
-    got = [v for v in out["features"] if v is not None]
-    for expected, actual in zip(alone, got, strict=True):
-        np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    # Row by row: each image's own features on its own row, None exactly on the bad rows.
+    expected = [alone[0], None, alone[1], alone[2], alone[3], None, alone[4]]
+    assert len(out) == len(series)
+    for row, (want, got) in enumerate(zip(expected, out["features"], strict=True)):
+        if want is None:
+            assert got is None, row
+            assert out["error"][row], row
+        else:
+            assert got is not None, row
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"row {row}")
+    # The images differ, so features on the wrong rows could not pass.
+    assert not np.allclose(alone[0], alone[1])
 
 
 def test_the_model_starts_on_the_first_batch_before_the_rest_has_arrived() -> None:

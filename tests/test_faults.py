@@ -18,9 +18,9 @@ import pytest
 from conftest import job_env, sample_classes, spark_submit, spark_submit_command, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features import pipeline
-from fruits_features.config import build_config
-from fruits_features.local_s3 import download_tree
-from fruits_features.storage import S3Uri
+from fruits_features.config_files import build_config
+from fruits_features.dev.local_s3 import download_tree
+from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import sample_classes, spark_submit, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
-from fruits_features.local_s3 import download_tree, free_port
-from fruits_features.storage import S3Uri
+from fruits_features.dev.local_s3 import download_tree, free_port
+from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
 

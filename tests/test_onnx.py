@@ -14,10 +14,11 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DIR, sample_classes, spark_submit, upload_sample
 from fruits_features.config import ModelConfig
-from fruits_features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
+from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import WeightsUnavailableError
-from fruits_features.local_s3 import download_tree
-from fruits_features.onnx_model import (
+from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
+from fruits_features.features.model_files import file_sha256
+from fruits_features.features.onnx_export import (
     TOLERANCE,
     ExportError,
     OnnxInfo,
@@ -29,8 +30,8 @@ from fruits_features.onnx_model import (
     load_samples,
     read_info,
 )
-from fruits_features.storage import S3Settings, S3Uri
-from fruits_features.weights import file_sha256
+from fruits_features.io.s3 import S3Settings
+from fruits_features.io.uri import S3Uri
 
 INFO = OnnxInfo(
     image_size=224,

@@ -15,8 +15,10 @@ import pytest
 
 from conftest import SAMPLE_DIR, sample_classes, upload_sample
 from fruits_features import pipeline
-from fruits_features.config import build_config
-from fruits_features.engines import (
+from fruits_features.config_files import build_config
+from fruits_features.dev.local_s3 import download_tree
+from fruits_features.errors import ConfigError
+from fruits_features.features.engines import (
     EmbedSpec,
     build_onnx_fn,
     build_openvino_fn,
@@ -26,10 +28,9 @@ from fruits_features.engines import (
     preprocess,
     resolve_engine,
 )
-from fruits_features.errors import ConfigError
-from fruits_features.local_s3 import download_tree
-from fruits_features.onnx_model import load_samples
-from fruits_features.storage import S3Settings, S3Uri
+from fruits_features.features.onnx_export import load_samples
+from fruits_features.io.s3 import S3Settings
+from fruits_features.io.uri import S3Uri
 
 AMX = ("FP32", "BF16", "INT8", "BIN", "EXPORT_IMPORT")
 AVX2 = ("FP32", "INT8", "BIN", "EXPORT_IMPORT")

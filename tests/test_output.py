@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fruits_features.output import finish_run, rejected_bytes, to_csv_bytes, write_parts
-from fruits_features.storage import S3Settings, S3Uri
+from fruits_features.io.outputs import failure_recorded, finish_run, rejected_bytes, to_csv_bytes, write_parts
+from fruits_features.io.s3 import S3Settings
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import Counts, PcaSection, RunManifest
 
 
 class RecordingClient:
@@ -31,9 +33,13 @@ class RecordingClient:
 RUN = S3Uri.parse("s3://out-bucket/features/run-1")
 
 
+def new_manifest() -> RunManifest:
+    return RunManifest("features", "run-1", "s3://in/images/", str(RUN), {"pca": {"k": 2}})
+
+
 def test_success_marker_is_written_last() -> None:
     client = RecordingClient()
-    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], {"run_id": "run-1"})
+    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], new_manifest())
     assert client.keys == [
         "features/run-1/rejected.csv",
         "features/run-1/manifest.json",
@@ -45,7 +51,7 @@ def test_success_marker_is_written_last() -> None:
 def test_no_success_marker_when_an_earlier_write_fails(failing: str) -> None:
     client = RecordingClient(fail_on=failing)
     with pytest.raises(ConnectionError):
-        finish_run(client, RUN, [], {"run_id": "run-1"})
+        finish_run(client, RUN, [], new_manifest())
     assert not any(key.endswith("_SUCCESS") for key in client.keys)
 
 
@@ -95,12 +101,60 @@ def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, 
 
 def test_manifest_and_rejected_hold_what_they_are_given() -> None:
     client = RecordingClient()
-    manifest = {"counts": {"images": 3}, "pca": {"explained_variance": [0.5, 0.25]}}
+    manifest = new_manifest()
+    manifest.counts = Counts(images=3, featurized=2, rejected=1)
+    manifest.pca = PcaSection(2, None, [0.5, 0.25], [0.5, 0.75])
+    manifest.succeed()
     finish_run(client, RUN, [("s3://b/p/K/x.jpg", "not a recognised image format")], manifest)
-    assert json.loads(client.bodies["features/run-1/manifest.json"]) == manifest
+    written = json.loads(client.bodies["features/run-1/manifest.json"])
+    assert written == manifest.to_dict()
+    assert (written["job"], written["status"], written["counts"]["images"]) == ("features", "succeeded", 3)
+    assert written["pca"] == {
+        "k": 2,
+        "variance_target": None,
+        "explained_variance": [0.5, 0.25],
+        "cumulative_explained_variance": [0.5, 0.75],
+    }
+    # Sections this run does not have are left out, and there is no error.
+    assert not {"error", "classifier", "report", "scoring_model", "spark"} & set(written)
     assert client.bodies["features/run-1/rejected.csv"] == (
         b"path,reason\ns3://b/p/K/x.jpg,not a recognised image format\n"
     )
+
+
+def test_a_failure_in_the_block_writes_a_failed_manifest_and_the_rejects_then_goes_on() -> None:
+    client = RecordingClient()
+    manifest = new_manifest()
+    rejected: list[tuple[str, str]] = []
+
+    def failing_stage() -> None:
+        with failure_recorded(client, RUN, manifest, rejected):
+            rejected.append(("s3://b/p/K/x.jpg", "empty object (0 bytes)"))
+            raise RuntimeError("PCA went wrong")
+
+    with pytest.raises(RuntimeError, match="PCA went wrong"):
+        failing_stage()
+    written = json.loads(client.bodies["features/run-1/manifest.json"])
+    assert (written["status"], written["error"]) == ("failed", "PCA went wrong")
+    assert written["finished_at"]
+    assert b"s3://b/p/K/x.jpg,empty object (0 bytes)" in client.bodies["features/run-1/rejected.csv"]
+    assert not any(key.endswith("_SUCCESS") for key in client.keys)
+
+
+def test_the_run_error_is_raised_even_when_its_manifest_cannot_be_written() -> None:
+    client = RecordingClient(fail_on="manifest.json")
+    with (
+        pytest.raises(RuntimeError, match="the write stage"),
+        failure_recorded(client, RUN, new_manifest(), []),
+    ):
+        raise RuntimeError("the write stage")
+
+
+def test_a_block_that_succeeds_writes_nothing() -> None:
+    client = RecordingClient()
+    with failure_recorded(client, RUN, new_manifest(), []):
+        pass
+    assert client.keys == []
 
 
 def test_features_as_parquet_hold_the_same_rows_and_float64_columns(spark, s3, bucket: str) -> None:

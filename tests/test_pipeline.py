@@ -17,12 +17,15 @@ import pytest
 
 from conftest import SAMPLE_DIR, sample_classes, upload_sample
 from fruits_features import pipeline
-from fruits_features.config import build_config
-from fruits_features.embedding import EmbedCounters
+from fruits_features.config_files import build_config
+from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import OutputError
-from fruits_features.loading import keys_frame
-from fruits_features.local_s3 import download_tree
-from fruits_features.storage import S3Uri, list_images
+from fruits_features.features.udf import EmbedCounters
+from fruits_features.io.listing import list_images
+from fruits_features.io.loading import keys_frame
+from fruits_features.io.uri import S3Uri
+from fruits_features.settings import embed_spec
+from fruits_features.stages.embed import embed_images
 
 pytestmark = pytest.mark.integration
 
@@ -197,7 +200,7 @@ def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:
     listing = list_images(s3, S3Uri.parse(config.input.uri), config.input.extensions)
     keys = keys_frame(spark, listing.images, 2)
     counters = EmbedCounters.create(spark.sparkContext)
-    embedded = pipeline.embed_images(keys, pipeline.embed_spec(config), counters, fetch_threads=4)
+    embedded = embed_images(keys, embed_spec(config), counters, fetch_threads=4)
 
     rows = embedded.orderBy("path").collect()
 

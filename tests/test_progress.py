@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits_features.embedding import EmbedSpec, embed_series
+from fruits_features.features.udf import EmbedSpec, embed_series
 from fruits_features.progress import (
     ProgressEndpoint,
     ProgressListener,

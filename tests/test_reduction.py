@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fruits_features.config import apply_overrides, build_config
+from fruits_features.config_files import apply_overrides, build_config
 from fruits_features.errors import ConfigError
-from fruits_features.reduction import (
+from fruits_features.stages.reduce import (
     components_for_variance,
     components_to_columns,
     fit_reduction,

@@ -18,8 +18,8 @@ import pytest
 from conftest import sample_classes, upload_sample
 from deploy_support import ROOT, build_dist
 from fruits_features.deploy.package import Package, read_pins
-from fruits_features.local_s3 import download_tree
-from fruits_features.storage import S3Uri
+from fruits_features.dev.local_s3 import download_tree
+from fruits_features.io.uri import S3Uri
 
 BOOTSTRAP = ROOT / "scripts" / "bootstrap-emr.sh"
 SETUP_EC2 = ROOT / "scripts" / "setup-ec2.sh"

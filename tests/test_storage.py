@@ -8,18 +8,17 @@ from botocore.exceptions import BotoCoreError
 
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features.errors import InputError, OutputError
-from fruits_features.loading import partition_count
-from fruits_features.storage import (
+from fruits_features.io.listing import label_for_key, list_images
+from fruits_features.io.loading import partition_count
+from fruits_features.io.s3 import (
     BODY_ATTEMPTS,
     S3Settings,
-    S3Uri,
     check_output_writable,
-    label_for_key,
-    list_images,
     read_object,
     s3_client,
     write_object,
 )
+from fruits_features.io.uri import S3Uri
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 

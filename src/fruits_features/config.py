@@ -10,26 +10,25 @@ standard ``AWS_REGION`` / ``AWS_ENDPOINT_URL_S3`` variables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
     StrictInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from fruits_features.errors import ConfigError
-from fruits_features.storage import IMAGE_EXTENSIONS, S3Uri
-from fruits_features.weights import default_onnx_location
+from fruits_features.features.model_paths import default_onnx_location
+from fruits_features.io.uri import S3Uri
+
+# The image files a job lists by default (input.extensions), matched in any case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 IMAGENET = "imagenet"
 
@@ -48,8 +47,13 @@ def _s3_uri(value: str) -> str:
 class InputConfig(_Section):
     """Where the images are listed from."""
 
-    uri: str = Field(description="s3://bucket/prefix/ holding <Class name>/<file> images.")
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    uri: str = Field(
+        description="`s3://bucket/prefix/` holding `<Class name>/<file>` images: the label is the folder."
+    )
+    extensions: tuple[str, ...] = Field(
+        IMAGE_EXTENSIONS,
+        description="The image extensions listed, matched in any case; other keys are skipped.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -70,12 +74,22 @@ class InputConfig(_Section):
 class OutputConfig(_Section):
     """Where results go: ``<uri>/<run id>/``, and how they are encrypted at rest."""
 
-    uri: str = Field(description="s3://bucket/prefix/ under which each run writes its own folder.")
-    # The part files' format (features/ and predictions/); rejected.csv and manifest.json stay.
-    format: Literal["csv", "parquet"] = "csv"
-    # "none" leaves it to the bucket's default encryption (SSE-S3 on every bucket since 2023).
-    sse: Literal["none", "AES256", "aws:kms"] = "none"
-    kms_key_id: str | None = None
+    uri: str = Field(
+        description="`s3://bucket/prefix/` under which each run writes its own `<run id>/` folder."
+    )
+    format: Literal["csv", "parquet"] = Field(
+        "csv",
+        description="The part files of `features/` and `predictions/`: `csv`, or `parquet` (Snappy, about "
+        "half the size); `rejected.csv` and `manifest.json` stay as they are.",
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field(
+        "none",
+        description="Server-side encryption of every object written: `none` (the bucket's default, SSE-S3 on "
+        "every bucket since 2023), `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).",
+    )
+    kms_key_id: str | None = Field(
+        None, description="The KMS key for `aws:kms` (id, ARN or alias); unset: the AWS managed key."
+    )
 
     @field_validator("uri")
     @classmethod
@@ -102,28 +116,42 @@ class ModelConfig(_Section):
 
     weights: str = Field(
         default=IMAGENET,
-        description="'imagenet' (Keras download), a local .h5 path, or an s3:// URI.",
+        description="`imagenet` (Keras' download), a local `.h5` path, or an `s3://` URI (downloaded once "
+        "per machine).",
     )
-    # auto (the default): each executor takes OpenVINO bf16 where its CPU has native bf16 (AMX,
-    # AVX-512 BF16) and OpenVINO is installed, ONNX Runtime fp32 elsewhere: the fastest path
-    # `make bench` measured on each kind of CPU. onnxruntime: the same model exported to ONNX
-    # (make export-onnx), executors that need no TensorFlow. tensorflow: Keras runs the weights
-    # directly. openvino: the ONNX file compiled by OpenVINO (fp32 or bf16).
-    engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = "auto"
-    # openvino/auto: fp32, bf16, or auto (bf16 where the CPU has it natively). bf16 features
-    # differ from fp32 ones (cosine >= 0.999 per image); tensorflow and onnxruntime run fp32.
-    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = Field(
+        "auto",
+        description="What runs the forward pass. `auto`: each executor takes OpenVINO bf16 where its CPU has "
+        "native bf16 (AMX, AVX-512 BF16) and OpenVINO is installed, ONNX Runtime fp32 elsewhere: the fastest "
+        "path `make bench` measured on each kind of CPU. `onnxruntime`: the ONNX export, fp32, executors "
+        "without TensorFlow. `tensorflow`: Keras runs the weights. `openvino`: the ONNX export compiled by "
+        "OpenVINO, at `model.precision`.",
+    )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "auto",
+        description="`openvino` and `auto` only: `fp32`, `bf16`, or `auto` (bf16 where the CPU has it "
+        "natively). bf16 features are within a cosine of 0.999 of fp32's per image; `bf16` with "
+        "`onnxruntime` or `tensorflow` is refused (exit 2).",
+    )
     onnx: str | None = Field(
         default=None,
-        description="The ONNX export of the weights (local path or s3:// URI); "
-        "unset: next to the weights, '<weights stem>.<image_size>px.onnx'.",
+        description="The ONNX export of the weights for every engine but `tensorflow`: a local path or an "
+        "`s3://` URI (downloaded once per machine); unset: `<weights stem>.<image_size>px.onnx` beside the "
+        "weights (for `imagenet`, in Keras' cache folder).",
     )
-    image_size: Annotated[StrictInt, Field(ge=32, le=1024)] = 224
-    batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
-    # 0 means "the cores Spark gives each task" (spark.task.cpus), so that concurrent
-    # Python workers do not oversubscribe the CPU.
-    threads: Annotated[StrictInt, Field(ge=0, le=256)] = 0
-    max_image_pixels: Annotated[StrictInt, Field(ge=1)] = 50_000_000
+    image_size: Annotated[StrictInt, Field(ge=32, le=1024)] = Field(
+        224,
+        description="Images are resized to this square before ResNet50 (the ONNX file is made for one size).",
+    )
+    batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] = Field(32, description="Images per forward pass.")
+    threads: Annotated[StrictInt, Field(ge=0, le=256)] = Field(
+        0,
+        description="The engine's threads per Python worker (one inter-op thread); `0`: the task's "
+        "`spark.task.cpus`, so that concurrent Python workers do not oversubscribe the cores.",
+    )
+    max_image_pixels: Annotated[StrictInt, Field(ge=1)] = Field(
+        50_000_000, description="Larger images are rejected before decoding (decompression bombs)."
+    )
 
     @field_validator("weights")
     @classmethod
@@ -181,9 +209,12 @@ def _check_k(value: Any) -> int | float:
 class PcaConfig(_Section):
     """Standardisation + PCA."""
 
-    # An int: that many components. A float in (0, 1]: the smallest k whose components explain
-    # at least that fraction of the standardized features' variance (the manifest records k).
-    k: Annotated[int | float, PlainValidator(_check_k)] = 50
+    k: Annotated[int | float, PlainValidator(_check_k)] = Field(
+        50,
+        description="An integer: the principal components kept (1-2048). A float in (0, 1]: a variance "
+        "target, the fewest components whose cumulative explained variance reaches it (`0.9`: 90%). The "
+        "manifest's `pca.k` is the k used.",
+    )
 
     @property
     def variance_target(self) -> float | None:
@@ -194,39 +225,78 @@ class PcaConfig(_Section):
 class ClassifierConfig(_Section):
     """The optional fruit classifier: multinomial logistic regression on the PCA components."""
 
-    enabled: bool = False
-    # Per class: round(train_fraction * n) images train, at least one, and every class with two
-    # or more images keeps at least one test image.
-    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
-    seed: StrictInt = 42
-    reg_param: Annotated[float, Field(ge=0.0)] = 0.003
-    elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    max_iter: Annotated[StrictInt, Field(ge=1, le=10_000)] = 200
-    # How the fitted pipeline reaches <run>/model/: "boto3" saves it with Spark's writer to a
-    # folder on the driver's disk and uploads it (local mode, one machine: executors share that
-    # disk); "hadoop" lets Spark write the s3:// URI itself (EMRFS on EMR; not S3A-less setups).
-    model_transfer: Literal["boto3", "hadoop"] = "boto3"
-    # Where "boto3" stages the model; none = the system's temporary folder.
-    staging_dir: str | None = None
+    enabled: bool = Field(
+        False, description="Train, evaluate and save the classifier (`true` in `conf/local.yaml`)."
+    )
+    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.7,
+        description="Per class, `round(fraction x images)` images train (half up), at least one; every class "
+        "with two images or more keeps at least one test image; a class of one image trains only (listed in "
+        "`untested_classes`).",
+    )
+    seed: StrictInt = Field(
+        42,
+        description="Which images of each class train: images are ordered by a hash of the seed and the "
+        "path, so the split does not depend on partitioning.",
+    )
+    reg_param: Annotated[float, Field(ge=0.0)] = Field(
+        0.003,
+        description="L2 regularisation (Spark's `regParam`), chosen by 5-fold cross-validation on the "
+        "training images of the dev set.",
+    )
+    elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.0, description="0 = L2, 1 = L1.")
+    max_iter: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+        200, description="L-BFGS iterations at most."
+    )
+    model_transfer: Literal["boto3", "hadoop"] = Field(
+        "boto3",
+        description="How the fitted pipeline reaches `<run>/model/`: `boto3` saves it with Spark's writer to "
+        "a folder on the driver's disk and uploads it (local mode and one EC2 machine, whose executors share "
+        "that disk; refused, exit 2, for any other master); `hadoop` lets Spark write and read the `s3://` "
+        "URI itself (EMRFS on EMR).",
+    )
+    staging_dir: str | None = Field(
+        None, description="Where `boto3` stages the model; unset: the system's temporary folder."
+    )
 
 
 class ReportConfig(_Section):
     """The HTML report written under ``<run>/report/``."""
 
-    enabled: bool = True
-    classes: Annotated[StrictInt, Field(ge=1, le=20)] = 10  # most frequent classes in the PC1/PC2 scatter
-    points_per_class: Annotated[StrictInt, Field(ge=1, le=5000)] = 200  # at most, collected to the driver
-    confused_pairs: Annotated[StrictInt, Field(ge=0, le=32)] = 8  # image pairs in the grid, fetched from S3
+    enabled: bool = Field(True, description="Write `<run>/report/`: `index.html` and its PNGs.")
+    classes: Annotated[StrictInt, Field(ge=1, le=20)] = Field(
+        10, description="Classes in the PC1/PC2 scatter: the most frequent, ties broken by name."
+    )
+    points_per_class: Annotated[StrictInt, Field(ge=1, le=5000)] = Field(
+        200, description="At most this many points per class reach the driver for the scatter."
+    )
+    confused_pairs: Annotated[StrictInt, Field(ge=0, le=32)] = Field(
+        8,
+        description="Most-confused (true, predicted) cells shown as image pairs; the driver reads two "
+        "thumbnails each from S3.",
+    )
 
 
 class SparkConfig(_Section):
     """Spark settings the job applies to its session."""
 
-    app_name: str = "fruits-features"
-    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
-    # 0 means "auto": enough partitions to keep every core busy, none smaller than a batch.
-    partitions: Annotated[StrictInt, Field(ge=0)] = 0
-    conf: dict[str, str] = Field(default_factory=dict)
+    app_name: str = Field("fruits-features", description="The Spark application's name.")
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = Field(
+        "WARN",
+        description="Spark's log level. At `WARN` and above the project's log4j2 settings keep Spark's "
+        "start-up INFO lines off the console; at `INFO`, `DEBUG` or `ALL` (`--verbose`) Spark logs as it "
+        "comes.",
+    )
+    partitions: Annotated[StrictInt, Field(ge=0)] = Field(
+        0,
+        description="Partitions of the image list; `0`: one per core (measured best on one machine), none "
+        "smaller than a model batch.",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spark settings applied to the session, as strings (driver memory goes on the "
+        "`spark-submit` line instead).",
+    )
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -240,12 +310,22 @@ class SparkConfig(_Section):
 class S3Config(_Section):
     """How boto3 talks to S3 (endpoint, region and credentials come from the environment)."""
 
-    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
-    max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] = 10
-    max_pool_connections: Annotated[StrictInt, Field(ge=1, le=1000)] = 16
-    # Sent as ExpectedBucketOwner with every request: S3 refuses when the bucket belongs to
-    # another account (a deleted and re-created bucket name, a typo).
-    expected_bucket_owner: Annotated[str, Field(pattern=r"^[0-9]{12}$")] | None = None
+    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
+        "standard",
+        description="boto3's retry mode; `standard` and `adaptive` retry throttling (503 SlowDown), 5xx "
+        "errors and dropped connections with exponential backoff; `adaptive` also slows its own requests.",
+    )
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] = Field(
+        10, description="boto3 attempts per request, the first included."
+    )
+    max_pool_connections: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
+        16, description="Connections each boto3 client keeps open."
+    )
+    expected_bucket_owner: Annotated[str, Field(pattern=r"^[0-9]{12}$")] | None = Field(
+        None,
+        description="A 12-digit account id sent as `ExpectedBucketOwner` with every request: S3 refuses when "
+        "a bucket (input, output, model files) belongs to another account.",
+    )
 
     @field_validator("expected_bucket_owner", mode="before")
     @classmethod
@@ -253,8 +333,9 @@ class S3Config(_Section):
         # An account id written without quotes (YAML, --set) arrives as a number.
         return f"{value:012d}" if isinstance(value, int) and not isinstance(value, bool) else value
 
-    # Objects fetched at once by each task: S3 latency, not bandwidth, bounds small images.
-    fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+    fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = Field(
+        8, description="Objects each task reads at once: S3 latency, not bandwidth, bounds small images."
+    )
 
 
 class JobConfig(_Section):
@@ -268,142 +349,17 @@ class JobConfig(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     s3: S3Config = Field(default_factory=S3Config)
-    # A run whose rejected images exceed this fraction of the listed images fails (exit 5, no
-    # _SUCCESS); below it, rejects are logged as a warning and listed in rejected.csv.
-    max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    # The driver logs the progress of every long stage this often (images done, images/s, ETA
-    # for the embed stage); 0 turns the lines off.
-    progress_interval_seconds: Annotated[float, Field(ge=0.0)] = 15.0
+    max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.05,
+        description="A run whose rejected images exceed this fraction of the listed images fails (exit 5, no "
+        "`_SUCCESS`); below it, the rejects are a warning and listed in `rejected.csv`.",
+    )
+    progress_interval_seconds: Annotated[float, Field(ge=0.0)] = Field(
+        15.0,
+        description="The driver logs each long stage's progress this often (images done, images/s and ETA "
+        "for the embed stage); `0`: no progress lines.",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-ready data (for the manifest)."""
         return self.model_dump(mode="json")
-
-
-def _format_validation_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "<root>"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    elif "input" in first and first["type"] not in {"value_error"}:
-        message = f"{message} (got {first['input']!r})"
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"config key '{key}': {message}{suffix}"
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects section.key=value, got {item!r}")
-    # The value is parsed as YAML so that numbers and booleans get their types
-    # (`pca.k=10` is an int), while paths and URIs stay strings.
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if value is None or isinstance(value, dict):
-        value = raw  # "a: b" in a path is text, not a mapping
-    path = key.strip().split(".")
-    if path[:2] == ["spark", "conf"] and len(path) > 2:
-        # Spark's own keys contain dots: spark.conf.spark.task.cpus=2 sets "spark.task.cpus".
-        path = ["spark", "conf", ".".join(path[2:])]
-    return path, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``section.key=value`` override applied.
-
-    Args:
-        data: the configuration as read from YAML.
-        overrides: items such as ``"model.weights=/path/w.h5"`` or ``"pca.k=10"``.
-
-    Returns:
-        A new nested dict; ``data`` is left untouched.
-
-    Raises:
-        ConfigError: if an item is not of the form ``key=value`` or walks into a non-section.
-    """
-    result: dict[str, Any] = _deep_copy(data)
-    for item in overrides:
-        path, value = _parse_override(item)
-        node = result
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"config key '{'.'.join(path)}': '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
-    return result
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a config file into a dict.
-
-    Raises:
-        ConfigError: if the file is missing, is not YAML, or is not a mapping.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    return data
-
-
-def build_config(data: Mapping[str, Any]) -> JobConfig:
-    """Validate plain data into a :class:`JobConfig`.
-
-    Raises:
-        ConfigError: naming the first offending key.
-    """
-    try:
-        return JobConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from exc
-
-
-def load_config(
-    path: Path,
-    *,
-    input_uri: str | None = None,
-    output_uri: str | None = None,
-    overrides: Iterable[str] = (),
-) -> JobConfig:
-    """Read, override and validate the job configuration.
-
-    Args:
-        path: the YAML file (``conf/local.yaml``, ``conf/ec2.yaml``, ``conf/emr.yaml``).
-        input_uri: replaces ``input.uri`` when given (``--input``).
-        output_uri: replaces ``output.uri`` when given (``--output``).
-        overrides: ``section.key=value`` items (``--set``), applied last.
-
-    Returns:
-        The validated, frozen configuration.
-
-    Raises:
-        ConfigError: for a missing file, an unknown key, a wrong type or a malformed URI.
-    """
-    data = read_yaml(path)
-    for section, uri in (("input", input_uri), ("output", output_uri)):
-        if uri is None:
-            continue
-        node = data.setdefault(section, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"config key '{section}': must be a section")
-        node["uri"] = uri  # verbatim: a URI is never parsed as YAML
-    return build_config(apply_overrides(data, overrides))

@@ -6,8 +6,10 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import Any, Literal
 
 LIBRARIES = (
     "fruits-features",
@@ -62,3 +64,102 @@ class StageTimer:
                 yield
         finally:
             self.seconds[name] = round(time.perf_counter() - started, 3)
+
+
+Job = Literal["features", "scoring"]
+Status = Literal["running", "succeeded", "failed"]
+
+
+@dataclass
+class EngineSection:
+    """What embedded the images, in both jobs (``manifest.model``).
+
+    Attributes:
+        engine: ``model.engine`` as configured (``auto``, ``onnxruntime``, ...).
+        precision: ``model.precision`` as configured; ``None`` for ``tensorflow``.
+        onnx: the ONNX file the ONNX-based engines ran; ``None`` for ``tensorflow``.
+        onnx_export: what the ONNX file records of its export (weights, digest, image size).
+        executors: tasks per engine, precision and CPU the executors actually ran.
+        tasks_with_tensorflow: tasks whose Python worker had TensorFlow loaded.
+    """
+
+    engine: str
+    precision: str | None = None
+    onnx: str | None = None
+    onnx_export: dict[str, Any] | None = None
+    executors: dict[str, int] = field(default_factory=dict)
+    tasks_with_tensorflow: int = 0
+
+
+@dataclass
+class Counts:
+    """How many of what (``manifest.counts``); the embed stage fills it, the writes add ``part_files``."""
+
+    keys_listed: int = 0
+    keys_skipped: int = 0
+    images: int = 0
+    featurized: int = 0
+    rejected: int = 0
+    model_images: int = 0
+    model_batches: int = 0
+    part_files: int = 0
+
+
+@dataclass
+class PcaSection:
+    """The reduction (``manifest.pca``): the k kept, the variance target if any, their variance."""
+
+    k: int
+    variance_target: float | None
+    explained_variance: list[float]
+    cumulative_explained_variance: list[float]
+
+
+@dataclass
+class RunManifest:
+    """``manifest.json``: one shape for both jobs, the same key meaning the same thing in each.
+
+    A run that fails after its preflight is written with ``status: failed`` and ``error``. The
+    sections a job or a run does not have (``pca`` and ``classifier`` for scoring, ``report``
+    when off, ``scoring_model`` for the feature job) are left out of the JSON. docs/outputs.md
+    describes every key.
+    """
+
+    job: Job
+    run_id: str
+    input: str
+    output: str
+    config: dict[str, Any]
+    status: Status = "running"
+    error: str | None = None
+    started_at: str = field(default_factory=utc_now)
+    finished_at: str | None = None
+    model: EngineSection | None = None
+    scoring_model: dict[str, Any] | None = None  # scoring: the saved model's URI and model.json
+    counts: Counts = field(default_factory=Counts)
+    pca: PcaSection | None = None
+    classifier: dict[str, Any] | None = None
+    report: str | None = None
+    timings_seconds: dict[str, float] = field(default_factory=dict)
+    spark: dict[str, Any] | None = None
+    versions: dict[str, str | None] = field(default_factory=library_versions)
+
+    def succeed(self) -> None:
+        """Mark the run succeeded, as of now."""
+        self.status, self.finished_at = "succeeded", utc_now()
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the run failed with ``error``, as of now."""
+        self.status, self.error, self.finished_at = "failed", str(error) or type(error).__name__, utc_now()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, without the sections this run does not have (``None``)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a finished run wrote its results, and its manifest (as written)."""
+
+    run_uri: str
+    manifest: dict[str, Any]

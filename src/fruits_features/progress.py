@@ -23,7 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from fruits_features.manifest import StageTimer
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +222,8 @@ def stage_progress(stage: str, interval: float, spark_context: Any) -> Iterator[
     """While a stage without a per-image count runs: how long, and its Spark tasks."""
     with every(interval, lambda elapsed: spark_tasks_line(stage, spark_context, elapsed)):
         yield
+
+
+def stage_timer(context: SparkContext, interval: float) -> StageTimer:
+    """Times the stages; logs how each long one is going every ``interval`` seconds (0: never)."""
+    return StageTimer(watch=lambda name: stage_progress(name, interval, context))

@@ -14,64 +14,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import ExitStack
 
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruits_features.classifier import with_predictions
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
-from fruits_features.manifest import utc_now
-from fruits_features.model_store import (
+from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.outputs import PREDICTIONS_DIR, failure_recorded, finish_run, write_parts
+from fruits_features.io.s3 import s3_client
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import RunManifest, RunResult
+from fruits_features.progress import stage_timer
+from fruits_features.settings import embed_spec, s3_settings
+from fruits_features.stages.classify import with_predictions
+from fruits_features.stages.embed import check_embedded, embed_listing, preflight, record_engines, record_run
+from fruits_features.stages.model_store import (
     ModelUnavailableError,
     check_compatible,
+    check_model_transfer,
     load_model,
     read_model_info,
 )
-from fruits_features.output import PREDICTIONS_DIR, finish_run, write_parts
-from fruits_features.pipeline import (
-    RunResult,
-    check_embedded,
-    check_model_transfer,
-    embed_listing,
-    embed_spec,
-    preflight,
-    run_details,
-    s3_settings,
-    stage_timer,
-)
-from fruits_features.reduction import VECTOR_COL
-from fruits_features.storage import ImageRef, Listing, S3Uri, iter_keys, label_for_key, s3_client
-from fruits_features.weights import weights_sha256
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from fruits_features.stages.reduce import VECTOR_COL
 
 log = logging.getLogger(__name__)
-
-
-def list_any_images(client: S3Client, uri: S3Uri, extensions: tuple[str, ...]) -> Listing:
-    """Every image under ``uri``, sorted by key, whether or not it sits in a class folder.
-
-    The label is the image's folder when it has one below the prefix, else empty: new images
-    need no class, and a labelled prefix can be checked against the predictions.
-
-    Raises:
-        InputError: if the prefix cannot be listed.
-    """
-    images: list[ImageRef] = []
-    listed = 0
-    for key in iter_keys(client, uri):
-        listed += 1
-        name = key.rsplit("/", 1)[-1]
-        if key.endswith("/") or name.startswith(".") or not name.lower().endswith(extensions):
-            continue
-        label = label_for_key(key, uri.prefix, extensions) or ""
-        images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
-    images.sort(key=lambda ref: ref.path)
-    return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
 
 
 def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str) -> RunResult:
@@ -83,9 +52,6 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         model: ``s3://.../<training run>/model/``.
         run_id: names the output folder ``<output>/<run_id>/``.
 
-    Returns:
-        The run's URI and manifest.
-
     Raises:
         ConfigError: ``classifier.model_transfer`` cannot work with this master.
         ModelUnavailableError: the model cannot be read.
@@ -94,7 +60,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             as for the feature job.
     """
     started = time.perf_counter()
-    timer = stage_timer(spark, config)
+    timer = stage_timer(spark.sparkContext, config.progress_interval_seconds)
     settings = s3_settings(config)
     client = s3_client(settings)
     run_uri = S3Uri.parse(config.output.uri).join(run_id)
@@ -105,15 +71,10 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
     check_model_transfer(config, spark.sparkContext.master or "")
     with timer.stage("model_info"):
         info = read_model_info(client, model_uri)
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "status": "running",
-        "input": config.input.uri,
-        "output": str(run_uri),
-        "model": str(model_uri),
-        "model_info": {key: value for key, value in info.to_dict().items() if key != "labels"},
-        "started_at": utc_now(),
-        "config": config.to_dict(),
+    manifest = RunManifest("scoring", run_id, config.input.uri, str(run_uri), config.to_dict())
+    manifest.scoring_model = {
+        "uri": str(model_uri),
+        **{key: value for key, value in info.to_dict().items() if key != "labels"},
     }
     if info.image_size != config.model.image_size:
         log.info(
@@ -123,8 +84,8 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         )
         model_config = config.model.model_copy(update={"image_size": info.image_size})
         config = config.model_copy(update={"model": model_config})
-    checked = preflight(client, config, run_uri, timer, lister=list_any_images)
-    manifest["model_engine"] = checked.model
+    checked = preflight(client, config, run_uri, timer, labelled_only=False)
+    manifest.model = checked.model
     with timer.stage("weights_check"):
         check_compatible(info, config.model.weights, weights_sha256(config.model.weights, settings), model)
     with timer.stage("model_load"):
@@ -134,11 +95,15 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             transfer=config.classifier.model_transfer,
             staging_dir=config.classifier.staging_dir,
         )
-    embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
-    manifest["model_engine"]["executors"] = dict(embedded.counters.engines.value)
-    try:
-        counts = manifest["counts"] = embedded.counts
-        check_embedded(embedded, config, client, run_uri, manifest)
+    rejected: list[tuple[str, str]] = []
+
+    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest, rejected):
+        embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
+        cleanup.callback(embedded.unpersist)
+        record_engines(checked.model, embedded)
+        manifest.counts = counts = embedded.counts
+        rejected.extend(embedded.rejected)
+        check_embedded(embedded, config)
         vectors = embedded.featurized.select(
             "path", "label", array_to_vector(F.col("features")).alias(VECTOR_COL)
         )
@@ -146,16 +111,11 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         with timer.stage("write"):
             parts = write_parts(scored, run_uri, settings, PREDICTIONS_DIR, config.output.format)
         written = sum(part.rows for part in parts)
-        if written != counts["featurized"]:
-            raise PipelineError(
-                f"wrote {written} predictions but {counts['featurized']} images were featurized"
-            )
-        counts["part_files"] = len(parts)
+        if written != counts.featurized:
+            raise PipelineError(f"wrote {written} predictions but {counts.featurized} images were featurized")
+        counts.part_files = len(parts)
         log.info("scored %d images: predictions under %s", written, run_uri.join(PREDICTIONS_DIR))
-        manifest.update(
-            status="succeeded", finished_at=utc_now(), **run_details(spark, embedded, timer, started)
-        )
-        finish_run(client, run_uri, embedded.rejected, manifest)
-    finally:
-        embedded.unpersist()
-    return RunResult(run_uri=str(run_uri), manifest=manifest)
+        manifest.succeed()
+        record_run(manifest, spark, embedded, timer, started)
+        finish_run(client, run_uri, rejected, manifest)
+    return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())

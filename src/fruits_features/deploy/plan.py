@@ -25,7 +25,7 @@ from fruits_features.config import JobConfig
 from fruits_features.deploy.package import BOOTSTRAP, ENTRY_POINT, Package
 from fruits_features.deploy.settings import DeploySettings, InstanceGroup
 from fruits_features.errors import ConfigError
-from fruits_features.storage import S3Uri
+from fruits_features.io.uri import S3Uri
 
 # States in which DescribeStep's answer no longer changes.
 TERMINAL_STEP_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"})

@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
-from fruits_features.config import read_yaml
+from fruits_features.config_files import read_yaml
 from fruits_features.errors import ConfigError
-from fruits_features.storage import S3Uri
+from fruits_features.io.uri import S3Uri
 
 # EMR 7.x is the line with Spark 3.5 on Amazon Linux 2023 (python3.11 in its package repository);
 # the job needs Spark 3.5 or later.

@@ -2,7 +2,7 @@
 
 The driver only ever holds the keys; every byte of every image is read by an executor's own
 boto3 client (one per Python worker, reused), several objects at a time, inside the same Python
-worker that embeds them (see :func:`fruits_features.embedding.embed_column`), so the bytes
+worker that embeds them (see :func:`fruits_features.features.udf.embed_column`), so the bytes
 never cross into the JVM either.
 """
 
@@ -21,7 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
-from fruits_features.storage import ImageRef, S3Settings, S3Uri, describe_error, read_object, s3_client
+from fruits_features.io.listing import ImageRef
+from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
+from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

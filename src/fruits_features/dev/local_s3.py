@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fruits_features.storage import S3Uri
+from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -5,8 +5,8 @@ Operating notes (what a user of this UDF must know, after Spark's own ``predict_
 - The model is built lazily inside the Python worker, once per worker process and
   :class:`EmbedSpec`, and cached in this module; keep ``spark.python.worker.reuse=true`` (Spark's
   default) so the cache lives across tasks. It is never pickled from the driver.
-- The engine (:mod:`fruits_features.engines`) is TensorFlow or ONNX Runtime; model files given as
-  ``s3://`` are downloaded once per machine (:mod:`fruits_features.weights`).
+- The engine (:mod:`fruits_features.features.engines`) is TensorFlow or ONNX Runtime; model files given as
+  ``s3://`` are downloaded once per machine (:mod:`fruits_features.features.model_files`).
 - The engine's intra-op threads follow ``model.threads``, or the task's ``spark.task.cpus`` when
   it is 0, and inter-op threads are 1: with several Python workers per machine, more would
   oversubscribe the cores.
@@ -16,6 +16,7 @@ Operating notes (what a user of this UDF must know, after Spark's own ``predict_
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,12 +27,13 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
-from fruits_features.decoding import ImageDecodeError, decode_image
-from fruits_features.engines import (
+from fruits_features.features.decoding import ImageDecodeError, decode_image
+from fruits_features.features.engines import (
     FEATURE_DIM,
     EmbedSpec,
     ModelFn,
     build_model_fn,
+    machine_cpus,
     preprocess,
     resolved_engine,
 )
@@ -70,8 +72,19 @@ def cached_model_fn(spec: EmbedSpec, loader: ModelLoader = build_model_fn) -> Mo
     key = (spec, f"{loader.__module__}.{loader.__qualname__}")
     model_fn = _MODEL_CACHE.get(key)
     if model_fn is None:
-        model_fn = _MODEL_CACHE[key] = loader(spec)
+        # threads 0: the cores Spark gives this task (spark.task.cpus), so that the Python workers
+        # of one machine do not oversubscribe its cores.
+        built = spec if spec.threads else dataclasses.replace(spec, threads=task_cpus())
+        model_fn = _MODEL_CACHE[key] = loader(built)
     return model_fn
+
+
+def task_cpus() -> int:
+    """The cores Spark gives the current task (all of this machine's outside a task)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, context.cpus()) if context is not None else machine_cpus()
 
 
 class CountsParam(AccumulatorParam[dict[str, int]]):
@@ -212,7 +225,7 @@ def embed_column(
     """
     from pyspark.sql.pandas.functions import pandas_udf
 
-    from fruits_features.loading import prefetched
+    from fruits_features.io.loading import prefetched
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         task = TaskProgress.for_this_task(progress)

@@ -19,6 +19,7 @@ import json
 import logging
 import mimetypes
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +30,9 @@ import pyarrow.parquet as pq
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 
-from fruits_features.storage import S3Settings, S3Uri, s3_client, write_object
+from fruits_features.io.s3 import S3Settings, s3_client, write_object
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import RunManifest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -163,28 +166,43 @@ def upload_folder(client: S3Client, folder: Path, uri: S3Uri) -> int:
     return count
 
 
-def write_report(
-    client: S3Client,
-    run_uri: S3Uri,
-    rejected: Sequence[tuple[str, str]],
-    manifest: dict[str, Any],
+def write_rejects_and_manifest(
+    client: S3Client, run_uri: S3Uri, rejected: Sequence[tuple[str, str]], manifest: RunManifest
 ) -> None:
     """Write ``rejected.csv`` and ``manifest.json`` (also for a run that failed)."""
     write_object(client, run_uri.join(REJECTED_FILE), rejected_bytes(rejected), CSV_TYPE)
-    write_object(client, run_uri.join(MANIFEST_FILE), json_bytes(manifest), "application/json")
+    write_object(client, run_uri.join(MANIFEST_FILE), json_bytes(manifest.to_dict()), "application/json")
 
 
 def finish_run(
-    client: S3Client,
-    run_uri: S3Uri,
-    rejected: Sequence[tuple[str, str]],
-    manifest: dict[str, Any],
+    client: S3Client, run_uri: S3Uri, rejected: Sequence[tuple[str, str]], manifest: RunManifest
 ) -> None:
     """Write ``rejected.csv``, ``manifest.json`` and, only once both are stored, ``_SUCCESS``.
 
     If any write fails, the exception propagates before ``_SUCCESS`` exists, so the run is
     visibly incomplete.
     """
-    write_report(client, run_uri, rejected, manifest)
+    write_rejects_and_manifest(client, run_uri, rejected, manifest)
     write_object(client, run_uri.join(SUCCESS_FILE), b"", "application/octet-stream")
     log.info("wrote %s, %s and %s under %s", REJECTED_FILE, MANIFEST_FILE, SUCCESS_FILE, run_uri)
+
+
+@contextmanager
+def failure_recorded(
+    client: S3Client, run_uri: S3Uri, manifest: RunManifest, rejected: Sequence[tuple[str, str]]
+) -> Iterator[None]:
+    """On any error in the block: write ``rejected.csv`` and ``manifest.json`` with ``status: failed``
+    and the error (never ``_SUCCESS``), then let the error go on.
+
+    ``rejected`` is read when the error happens: the caller fills it once the embed stage knows.
+    A failure to write them is logged; the run's own error is the one raised.
+    """
+    try:
+        yield
+    except Exception as exc:
+        manifest.fail(exc)
+        try:
+            write_rejects_and_manifest(client, run_uri, rejected, manifest)
+        except Exception as write_error:
+            log.error("could not write the failed run's manifest under %s: %s", run_uri, write_error)
+        raise

@@ -2,7 +2,7 @@
 
 - ``tensorflow``: Keras' ResNet50 (no top, average pooling) built from the weights, its call
   wrapped in ``tf.function`` with one fixed signature.
-- ``onnxruntime``: the same model exported to ONNX (:mod:`fruits_features.onnx_model`), run by
+- ``onnxruntime``: the same model exported to ONNX (:mod:`fruits_features.features.onnx_export`), run by
   ONNX Runtime's CPU provider. Its executors never import TensorFlow.
 - ``openvino``: the same ONNX file read and compiled by OpenVINO for the CPU, in fp32 or bf16
   (``model.precision``; ``auto``: bf16 where the CPU has native bf16 matrix support, AMX or
@@ -29,8 +29,8 @@ from typing import Literal
 
 import numpy as np
 
-from fruits_features.storage import S3Settings
-from fruits_features.weights import local_file, quiet_tensorflow
+from fruits_features.features.model_files import local_file, quiet_tensorflow
+from fruits_features.io.s3 import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +167,10 @@ def preprocess(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., ::-1].astype(np.float32) - _CAFFE_MEAN_BGR
 
 
-def task_cpus() -> int:
-    """The cores Spark gives the current task (all of this machine's outside a task)."""
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    return max(1, context.cpus()) if context is not None else max(1, os.cpu_count() or 1)
+def machine_cpus() -> int:
+    """This machine's cores: the threads an engine takes when ``EmbedSpec.threads`` is 0 (the UDF
+    resolves 0 to the task's cores before it builds the model)."""
+    return max(1, os.cpu_count() or 1)
 
 
 def build_keras_fn(spec: EmbedSpec) -> ModelFn:
@@ -181,7 +179,7 @@ def build_keras_fn(spec: EmbedSpec) -> ModelFn:
     import keras
     import tensorflow as tf
 
-    threads = spec.threads or task_cpus()
+    threads = spec.threads or machine_cpus()
     with contextlib.suppress(RuntimeError):  # already set by an earlier model in this process
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -210,7 +208,7 @@ def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
 
     if spec.onnx is None:
         raise ValueError("the onnxruntime engine needs the ONNX file (EmbedSpec.onnx)")
-    threads = spec.threads or task_cpus()
+    threads = spec.threads or machine_cpus()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -238,7 +236,7 @@ def build_openvino_fn(spec: EmbedSpec, precision: Literal["fp32", "bf16"]) -> Mo
 
     if spec.onnx is None:
         raise ValueError("the openvino engine needs the ONNX file (EmbedSpec.onnx)")
-    threads = spec.threads or task_cpus()
+    threads = spec.threads or machine_cpus()
     started = time.perf_counter()
     core = openvino.Core()
     model = core.read_model(local_file(spec.onnx, spec.s3))

@@ -30,8 +30,7 @@ import numpy as np
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fruits_features.decoding import ImageDecodeError, decode_image
-from fruits_features.engines import FEATURE_DIM, preprocess
+from fruits_features.config import IMAGE_EXTENSIONS
 from fruits_features.errors import (
     ConfigError,
     FruitsFeaturesError,
@@ -39,16 +38,12 @@ from fruits_features.errors import (
     OutputError,
     WeightsUnavailableError,
 )
-from fruits_features.storage import (
-    IMAGE_EXTENSIONS,
-    S3Settings,
-    S3Uri,
-    describe_error,
-    list_images,
-    read_object,
-    s3_client,
-)
-from fruits_features.weights import is_s3, local_file, one_line, quiet_tensorflow, weights_sha256
+from fruits_features.features.decoding import ImageDecodeError, decode_image
+from fruits_features.features.engines import FEATURE_DIM, preprocess
+from fruits_features.features.model_files import is_s3, local_file, one_line, quiet_tensorflow, weights_sha256
+from fruits_features.io.listing import list_images
+from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
+from fruits_features.io.uri import S3Uri
 
 log = logging.getLogger(__name__)
 

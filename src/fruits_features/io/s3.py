@@ -1,4 +1,4 @@
-"""S3 storage through boto3: URIs, clients, listing, reading and writing objects.
+"""S3 through boto3: clients, reading and writing objects, checking an output folder.
 
 Endpoint, region and credentials come from the standard AWS environment (the credential chain,
 ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``), so the same code reaches AWS, a cluster's instance
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,48 +20,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
 from fruits_features.errors import InputError, OutputError
+from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
-
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-@dataclass(frozen=True)
-class S3Uri:
-    """An ``s3://bucket/key-or-prefix`` location."""
-
-    bucket: str
-    key: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Uri:
-        """Parse ``s3://bucket/key``.
-
-        Raises:
-            ValueError: if the scheme is not ``s3://`` or the bucket name is not a valid S3 name.
-        """
-        scheme, sep, rest = uri.partition("://")
-        if not sep or scheme not in {"s3", "s3a"}:
-            raise ValueError(f"expected an s3://bucket/prefix URI, got {uri!r}")
-        bucket, _, key = rest.partition("/")
-        if not _BUCKET_RE.match(bucket):
-            raise ValueError(f"{bucket!r} in {uri!r} is not a valid S3 bucket name")
-        return cls(bucket, key)
-
-    @property
-    def prefix(self) -> str:
-        """The key as a folder prefix: empty, or ending with one ``/``."""
-        return self.key.rstrip("/") + "/" if self.key.strip("/") else ""
-
-    def join(self, *parts: str) -> S3Uri:
-        """The URI of ``parts`` under this prefix."""
-        return S3Uri(self.bucket, self.prefix + "/".join(p.strip("/") for p in parts))
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -136,51 +99,6 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# The image files a job lists by default (input.extensions), matched in any case.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One image to featurize: its location and its label (the class folder)."""
-
-    path: str
-    label: str
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What was found under the input prefix."""
-
-    images: list[ImageRef]
-    keys_listed: int
-    skipped: int
-
-
-def label_for_key(key: str, prefix: str, extensions: tuple[str, ...]) -> str | None:
-    """The class label of an image key, or ``None`` when the key is not an image to featurize.
-
-    Args:
-        key: the object key, for example ``images/Apple Braeburn/r_6_100.jpg``.
-        prefix: the listed prefix (``images/``), so that a file directly under it has no label.
-        extensions: accepted lower-case extensions, such as ``(".jpg", ".jpeg", ".png")``.
-
-    Returns:
-        The name of the image's parent folder, or ``None`` for other keys (folders, other
-        extensions, or files with no class folder between the prefix and the file name).
-    """
-    if key.endswith("/"):
-        return None
-    name = key.rsplit("/", 1)[-1]
-    if not name.lower().endswith(extensions) or name.startswith("."):
-        return None
-    relative = key[len(prefix) :] if key.startswith(prefix) else key
-    parts = relative.split("/")
-    if len(parts) < 2 or not parts[-2]:
-        return None
-    return parts[-2]
-
-
 def iter_keys(client: S3Client, uri: S3Uri) -> Iterator[str]:
     """Every key under ``uri``'s prefix, following ``list_objects_v2`` pagination.
 
@@ -196,25 +114,6 @@ def iter_keys(client: S3Client, uri: S3Uri) -> Iterator[str]:
         raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
     except BotoCoreError as exc:
         raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
-
-
-def list_images(client: S3Client, uri: S3Uri, extensions: tuple[str, ...]) -> Listing:
-    """List the images under ``uri`` (layout ``<prefix>/<Class name>/<file>``), sorted by key.
-
-    Raises:
-        InputError: if the prefix cannot be listed.
-    """
-    images: list[ImageRef] = []
-    listed = 0
-    for key in iter_keys(client, uri):
-        listed += 1
-        label = label_for_key(key, uri.prefix, extensions)
-        if label is None:
-            log.debug("skipping %s: not an image in a class folder", key)
-            continue
-        images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
-    images.sort(key=lambda ref: ref.path)
-    return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
 
 
 # Attempts at reading an object's body. botocore retries the GET itself (throttling, 5xx, failed

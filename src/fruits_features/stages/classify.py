@@ -14,21 +14,33 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.ml import Transformer
+from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.feature import IndexToString, StringIndexerModel
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fruits_features.config import ClassifierConfig
+from fruits_features.config import ClassifierConfig, JobConfig
 from fruits_features.errors import FruitsFeaturesError
-from fruits_features.reduction import COMPONENTS_COL
+from fruits_features.features.engines import FEATURE_DIM
+from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.outputs import METRICS_FILE, MODEL_DIR, PREDICTIONS_DIR, json_bytes, write_parts
+from fruits_features.io.s3 import write_object
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import StageTimer, utc_now
+from fruits_features.settings import s3_settings
+from fruits_features.stages.metrics import Metrics, classification_metrics, most_confused
+from fruits_features.stages.model_store import ModelInfo, save_model
+from fruits_features.stages.reduce import COMPONENTS_COL, Reduction
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -92,128 +104,6 @@ def stratified_split(
     )
     split = F.when(F.col("_rank") <= F.col(_TRAIN_COUNT_COL), F.lit(TRAIN)).otherwise(F.lit(TEST))
     return ranked.withColumn(SPLIT_COL, split).select(*frame.columns, SPLIT_COL)
-
-
-@dataclass(frozen=True)
-class ClassMetrics:
-    """One class's test metrics (precision is 0 when nothing was predicted as the class)."""
-
-    precision: float
-    recall: float
-    f1: float
-    support: int  # test images of the class
-    predicted: int  # test images predicted as the class
-
-
-@dataclass(frozen=True)
-class Confusion:
-    """Test images of class ``true`` predicted as ``predicted``."""
-
-    true: str
-    predicted: str
-    count: int
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """The classifier's evaluation on the test images.
-
-    Attributes:
-        labels: the classes, in the confusion matrix's order.
-        confusion: ``C x C`` counts, rows the true class, columns the predicted one.
-        accuracy: correct predictions over test images.
-        macro_f1: the unweighted mean of the F1 scores of the classes that have test images or
-            were predicted (scikit-learn's ``f1_score(average="macro")``).
-        per_class: the metrics of those classes.
-    """
-
-    labels: tuple[str, ...]
-    confusion: np.ndarray
-    accuracy: float
-    macro_f1: float
-    per_class: dict[str, ClassMetrics]
-
-    @property
-    def test_images(self) -> int:
-        """Images evaluated."""
-        return int(self.confusion.sum())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready metrics, per class in label order."""
-        return {
-            "accuracy": self.accuracy,
-            "macro_f1": self.macro_f1,
-            "test_images": self.test_images,
-            "per_class": {
-                label: {
-                    "precision": m.precision,
-                    "recall": m.recall,
-                    "f1": m.f1,
-                    "support": m.support,
-                    "predicted": m.predicted,
-                }
-                for label, m in self.per_class.items()
-            },
-        }
-
-
-def classification_metrics(labels: Sequence[str], confusion: np.ndarray) -> Metrics:
-    """Accuracy, macro F1 and per-class precision, recall and F1 from confusion counts.
-
-    Args:
-        labels: the ``C`` classes.
-        confusion: ``C x C`` non-negative counts, rows the true class, columns the prediction.
-
-    Returns:
-        The :class:`Metrics`.
-
-    Raises:
-        ValueError: if the matrix is not ``C x C`` or holds no test image.
-    """
-    counts = np.asarray(confusion, dtype=np.int64)
-    if counts.shape != (len(labels), len(labels)):
-        raise ValueError(f"expected a {len(labels)}x{len(labels)} confusion matrix, got {counts.shape}")
-    total = int(counts.sum())
-    if total == 0:
-        raise ValueError("no test images to evaluate")
-    correct = np.diag(counts)
-    support = counts.sum(axis=1)
-    predicted = counts.sum(axis=0)
-    per_class: dict[str, ClassMetrics] = {}
-    for i, label in enumerate(labels):
-        if support[i] == 0 and predicted[i] == 0:
-            continue  # neither in the test set nor predicted: nothing to say about it
-        precision = correct[i] / predicted[i] if predicted[i] else 0.0
-        recall = correct[i] / support[i] if support[i] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = ClassMetrics(
-            precision=float(precision),
-            recall=float(recall),
-            f1=float(f1),
-            support=int(support[i]),
-            predicted=int(predicted[i]),
-        )
-    return Metrics(
-        labels=tuple(labels),
-        confusion=counts,
-        accuracy=float(correct.sum() / total),
-        macro_f1=float(np.mean([m.f1 for m in per_class.values()])),
-        per_class=per_class,
-    )
-
-
-def most_confused(labels: Sequence[str], confusion: np.ndarray, count: int) -> list[Confusion]:
-    """The ``count`` largest off-diagonal cells: which class is most often taken for which.
-
-    Ties are broken by the class names, so the choice is reproducible.
-    """
-    cells = [
-        Confusion(true=labels[i], predicted=labels[j], count=int(confusion[i, j]))
-        for i, j in zip(*np.nonzero(confusion), strict=True)
-        if i != j
-    ]
-    cells.sort(key=lambda cell: (-cell.count, cell.true, cell.predicted))
-    return cells[:count]
 
 
 @dataclass(frozen=True)
@@ -361,3 +251,101 @@ def train_and_evaluate(
         train_images=train_images,
         untested_classes=untested,
     )
+
+
+def class_counts(featurized: DataFrame) -> dict[str, int]:
+    """Featurized images per label (one row per class reaches the driver)."""
+    return {row["label"]: int(row["count"]) for row in featurized.groupBy("label").count().collect()}
+
+
+def run_classifier(
+    spark: SparkSession,
+    *,
+    config: JobConfig,
+    run_id: str,
+    reduction: Reduction,
+    projected: DataFrame,
+    classes: dict[str, int],
+    client: S3Client,
+    run_uri: S3Uri,
+    timer: StageTimer,
+) -> tuple[Evaluation | None, dict[str, Any]]:
+    """Train, evaluate, write predictions and metrics, save the scoring pipeline.
+
+    Returns:
+        The evaluation (its predictions persisted: the caller unpersists them), or ``None`` when
+        these images cannot train a classifier; and the manifest's ``classifier`` section.
+    """
+    settings = s3_settings(config)
+    section: dict[str, Any] = {
+        "train_fraction": config.classifier.train_fraction,
+        "seed": config.classifier.seed,
+    }
+    try:
+        with timer.stage("classifier"):
+            evaluation = train_and_evaluate(projected, classes, config.classifier)
+    except ClassifierError as exc:
+        log.warning("classifier skipped: %s", exc)
+        return None, {"status": "skipped", "reason": str(exc), **section}
+    try:
+        metrics = evaluation.metrics
+        confusions = most_confused(metrics.labels, metrics.confusion, 10)
+        with timer.stage("predictions"):
+            parts = write_parts(
+                evaluation.predictions, run_uri, settings, PREDICTIONS_DIR, config.output.format
+            )
+            metrics_body = {
+                **metrics.to_dict(),
+                "labels": list(metrics.labels),
+                "confusion": metrics.confusion.tolist(),
+                "most_confused": [asdict(c) for c in most_confused(metrics.labels, metrics.confusion, 50)],
+            }
+            write_object(client, run_uri.join(METRICS_FILE), json_bytes(metrics_body), "application/json")
+        with timer.stage("model_save"):
+            info = ModelInfo(
+                image_size=config.model.image_size,
+                weights=config.model.weights,
+                weights_sha256=weights_sha256(config.model.weights, settings),
+                feature_dim=FEATURE_DIM,
+                k=reduction.k,
+                variance_target=reduction.variance_target,
+                labels=evaluation.classifier.labels,
+                run_id=run_id,
+                trained_at=utc_now(),
+                spark_version=spark.version,
+            )
+            scoring = PipelineModel(stages=[*reduction.model.stages, *evaluation.classifier.stages()])
+            save_model(
+                scoring,
+                info,
+                run_uri.join(MODEL_DIR),
+                client,
+                transfer=config.classifier.model_transfer,
+                staging_dir=config.classifier.staging_dir,
+            )
+    except BaseException:
+        evaluation.predictions.unpersist()
+        raise
+    section.update(
+        status="trained",
+        classes=len(metrics.labels),
+        train_images=evaluation.train_images,
+        test_images=metrics.test_images,
+        accuracy=metrics.accuracy,
+        macro_f1=metrics.macro_f1,
+        untested_classes=list(evaluation.untested_classes),
+        most_confused=[asdict(c) for c in confusions],
+        per_class=metrics.to_dict()["per_class"],
+        prediction_files=len(parts),
+        model=str(run_uri.join(MODEL_DIR)) + "/",
+        metrics=str(run_uri.join(METRICS_FILE)),
+        predictions=str(run_uri.join(PREDICTIONS_DIR)) + "/",
+    )
+    log.info(
+        "classifier: accuracy %.3f, macro F1 %.3f on %d test images; model saved under %s",
+        metrics.accuracy,
+        metrics.macro_f1,
+        metrics.test_images,
+        section["model"],
+    )
+    return evaluation, section

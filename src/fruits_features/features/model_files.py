@@ -22,14 +22,12 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fruits_features.errors import WeightsUnavailableError
-from fruits_features.storage import S3Settings, S3Uri, describe_error, s3_client
+from fruits_features.features.model_paths import IMAGENET, IMAGENET_FILE, keras_home
+from fruits_features.io.s3 import S3Settings, describe_error, s3_client
+from fruits_features.io.uri import S3Uri
 
 log = logging.getLogger(__name__)
 
-IMAGENET = "imagenet"
-# Keras' own file name for the ImageNet ResNet50 weights without the top (keras.applications.resnet),
-# and where it downloads them from: keras.utils.get_file returns the cached copy when there is one.
-IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_ORIGIN = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_FILE}"
 WEIGHTS_HINT = "set model.weights (FRUITS_WEIGHTS for make run/test) to a local .h5 path or an s3:// URI"
 
@@ -74,11 +72,6 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def keras_home() -> Path:
-    """Keras' cache folder (``KERAS_HOME``, else ``~/.keras``), where ``imagenet`` lands."""
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
-
-
 def imagenet_path() -> Path:
     """The local copy of Keras' ``imagenet`` weights, downloaded by Keras when it is missing."""
     cached = keras_home() / "models" / IMAGENET_FILE
@@ -88,19 +81,6 @@ def imagenet_path() -> Path:
     import keras
 
     return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models"))
-
-
-def default_onnx_location(weights: str, image_size: int) -> str:
-    """Where the ONNX export of ``weights`` at ``image_size`` lives unless ``model.onnx`` says.
-
-    Next to the weights file, local or ``s3://``: ``<stem>.<size>px.onnx``; for ``imagenet``, in
-    Keras' cache folder beside the downloaded weights.
-    """
-    if weights == IMAGENET:
-        weights = str(keras_home() / "models" / IMAGENET_FILE)
-    folder, _, name = weights.rpartition("/")
-    stem = name[: -len(".h5")] if name.endswith(".h5") else name
-    return f"{folder}/{stem}.{image_size}px.onnx" if folder else f"{stem}.{image_size}px.onnx"
 
 
 def check_weights(weights: str, s3: S3Settings) -> None:

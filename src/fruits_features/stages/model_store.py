@@ -32,9 +32,11 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.ml import PipelineModel
 
+from fruits_features.config import JobConfig
 from fruits_features.errors import ConfigError, InputError
-from fruits_features.output import json_bytes, upload_folder
-from fruits_features.storage import S3Uri, describe_error, iter_keys, read_object, write_object
+from fruits_features.io.outputs import json_bytes, upload_folder
+from fruits_features.io.s3 import describe_error, iter_keys, read_object, write_object
+from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -240,3 +242,19 @@ def load_model(
         return PipelineModel.load((staging / PIPELINE_DIR).as_uri())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_model_transfer(config: JobConfig, master: str) -> None:
+    """Refuse to stage a Spark ML model on the driver's disk when executors do not share it.
+
+    Spark ML's writer and reader run Spark jobs: with ``classifier.model_transfer: boto3`` the
+    executors write and read the staging folder, which is only the driver's folder in local mode.
+
+    Raises:
+        ConfigError: naming the setting and the master.
+    """
+    if config.classifier.model_transfer == "boto3" and not master.startswith("local"):
+        raise ConfigError(
+            f"config key 'classifier.model_transfer': boto3 stages the model on the driver's disk, which "
+            f"the executors of master {master!r} cannot reach; use hadoop (EMRFS serves s3:// on EMR)"
+        )

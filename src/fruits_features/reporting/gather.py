@@ -1,0 +1,124 @@
+"""Gathering the report's inputs with Spark and S3, every result bounded (a sample of points per
+class, a few thumbnails)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from fruits_features.features.decoding import ImageDecodeError, decode_image
+from fruits_features.io.s3 import describe_error, read_object
+from fruits_features.io.uri import S3Uri
+from fruits_features.reporting.inputs import ConfusedExample
+from fruits_features.stages.classify import PREDICTED_COL, SPLIT_COL, TEST, TRAIN
+from fruits_features.stages.metrics import Confusion
+from fruits_features.stages.reduce import COMPONENTS_COL
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+THUMBNAIL_SIZE = 100  # Fruits 360's own size
+
+
+# -- gathering (Spark, S3; every result bounded) ------------------------------------------------
+
+
+def most_frequent(class_counts: Mapping[str, int], count: int) -> list[str]:
+    """The ``count`` classes with the most images, ties broken by name."""
+    return [label for label, _ in sorted(class_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]]
+
+
+def scatter_sample(
+    projected: DataFrame, classes: Sequence[str], per_class: int, seed: int = 0
+) -> pd.DataFrame:
+    """``label, pc_1, pc_2`` of at most ``per_class`` images of each of ``classes``, on the driver.
+
+    The images kept are chosen by a hash of the path, so the sample is reproducible. With a
+    single component, ``pc_2`` is 0.
+    """
+    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), F.col("path")), F.col("path"))
+    components = vector_to_array(F.col(COMPONENTS_COL))
+    second = F.when(F.size(components) > 1, components.getItem(1)).otherwise(F.lit(0.0))
+    rows = (
+        projected.filter(F.col("label").isin(list(classes)))
+        .withColumn("_rank", F.row_number().over(order))
+        .filter(F.col("_rank") <= per_class)
+        .select("label", components.getItem(0).alias("pc_1"), second.alias("pc_2"))
+        .collect()
+    )
+    return pd.DataFrame([tuple(row) for row in rows], columns=["label", "pc_1", "pc_2"])
+
+
+def example_paths(
+    predictions: DataFrame, confusions: Sequence[Confusion]
+) -> list[tuple[str | None, str | None]]:
+    """For each confusion, one misclassified test image and one training image of the predicted class.
+
+    Two small aggregations: one path per confused cell and one per predicted class reach the driver.
+    """
+    if not confusions:
+        return []
+    cells = [(c.true, c.predicted) for c in confusions]
+    in_cells = F.lit(False)
+    for true, predicted in cells:
+        in_cells = in_cells | ((F.col("label") == true) & (F.col(PREDICTED_COL) == predicted))
+    wrong = {
+        (row["label"], row[PREDICTED_COL]): row["path"]
+        for row in predictions.filter((F.col(SPLIT_COL) == TEST) & in_cells)
+        .groupBy("label", PREDICTED_COL)
+        .agg(F.min("path").alias("path"))
+        .collect()
+    }
+    references = {
+        row["label"]: row["path"]
+        for row in predictions.filter(
+            (F.col(SPLIT_COL) == TRAIN) & F.col("label").isin(sorted({p for _, p in cells}))
+        )
+        .groupBy("label")
+        .agg(F.min("path").alias("path"))
+        .collect()
+    }
+    return [(wrong.get(cell), references.get(cell[1])) for cell in cells]
+
+
+def fetch_thumbnail(client: S3Client, path: str | None, size: int = THUMBNAIL_SIZE) -> np.ndarray | None:
+    """An image from S3, decoded and resized for the report; ``None`` (logged) if it cannot be had."""
+    if path is None:
+        return None
+    try:
+        return decode_image(read_object(client, S3Uri.parse(path)), size, max_pixels=50_000_000)
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        log.warning("report: cannot read %s: %s", path, describe_error(exc))
+    except ImageDecodeError as exc:
+        log.warning("report: cannot decode %s: %s", path, exc)
+    return None
+
+
+def confused_examples(
+    client: S3Client, predictions: DataFrame, confusions: Sequence[Confusion]
+) -> list[ConfusedExample]:
+    """:func:`example_paths` with their thumbnails, read from S3 by the driver (two per confusion)."""
+    examples = []
+    for confusion, (image_path, reference_path) in zip(
+        confusions, example_paths(predictions, confusions), strict=True
+    ):
+        examples.append(
+            ConfusedExample(
+                confusion=confusion,
+                image_path=image_path,
+                reference_path=reference_path,
+                image=fetch_thumbnail(client, image_path),
+                reference=fetch_thumbnail(client, reference_path),
+            )
+        )
+    return examples

@@ -1,0 +1,59 @@
+"""What the report shows, already on the driver: plain data, no Spark."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fruits_features.stages.metrics import Confusion, Metrics
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfusedExample:
+    """One cell of the confusion matrix, with a picture of each side.
+
+    Attributes:
+        confusion: true class, predicted class, how many test images.
+        image_path: a test image of the true class that was predicted as the other class.
+        reference_path: a training image of the predicted class (what it was taken for).
+        image: ``image_path``'s pixels, ``None`` when it could not be read.
+        reference: ``reference_path``'s pixels, ``None`` when it could not be read.
+    """
+
+    confusion: Confusion
+    image_path: str | None
+    reference_path: str | None
+    image: np.ndarray | None = field(default=None, repr=False)
+    reference: np.ndarray | None = field(default=None, repr=False)
+
+
+# -- drawing (pure) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows, already on the driver.
+
+    Attributes:
+        manifest: the run's manifest so far (counts, PCA, classifier, timings, versions).
+        spectrum: explained variance of every component PCA computed (at least the k kept).
+        scatter: ``label, pc_1, pc_2`` of a bounded sample, or ``None``.
+        metrics: the classifier's evaluation, or ``None`` without a classifier.
+        examples: the most-confused pairs with thumbnails.
+    """
+
+    manifest: Mapping[str, Any]
+    spectrum: Sequence[float]
+    scatter: pd.DataFrame | None = None
+    metrics: Metrics | None = None
+    examples: Sequence[ConfusedExample] = ()

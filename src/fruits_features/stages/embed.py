@@ -1,0 +1,280 @@
+"""The embed stage and its preflight: list the input, check the model files and the output, then
+embed every listed image once on the executors, persist the features and count what was rejected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruits_features import progress
+from fruits_features.config import JobConfig
+from fruits_features.errors import ConfigError, InputError, PipelineError, TooManyRejectsError
+from fruits_features.features.model_files import check_weights
+from fruits_features.features.onnx_export import check_onnx
+from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
+from fruits_features.io.listing import Listing, list_images
+from fruits_features.io.loading import keys_frame, partition_count
+from fruits_features.io.s3 import check_output_writable
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import Counts, EngineSection, RunManifest, StageTimer
+from fruits_features.progress import ProgressEndpoint
+from fruits_features.settings import s3_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+def check_model(config: JobConfig) -> EngineSection:
+    """Make sure the engine's model files can be had and agree; the manifest's ``model`` section.
+
+    Raises:
+        WeightsUnavailableError: ``model.weights`` (or the ONNX file) cannot be had.
+        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
+    """
+    settings = s3_settings(config)
+    model = config.model
+    check_weights(model.weights, settings)
+    if model.engine == "tensorflow":
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ConfigError(
+                "model.engine=tensorflow, but TensorFlow is not installed: install the 'tensorflow' "
+                "extra (pip install 'fruits-features[tensorflow]') or use model.engine=onnxruntime"
+            )
+        return EngineSection(engine=model.engine)
+    if model.engine == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise ConfigError(
+            "model.engine=openvino, but OpenVINO is not installed: install the 'openvino' extra "
+            "(pip install 'fruits-features[openvino]') or use model.engine=auto or onnxruntime"
+        )
+    location = model.onnx_location()
+    info = check_onnx(location, model.weights, model.image_size, settings)
+    log.info("ONNX model %s: exported from %s, %dpx", location, info.weights, info.image_size)
+    return EngineSection(
+        engine=model.engine, precision=model.precision, onnx=location, onnx_export=asdict(info)
+    )
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before any Spark work found: the images, and the model to embed them with."""
+
+    listing: Listing
+    model: EngineSection  # the manifest's ``model`` section, see :func:`check_model`
+
+
+def preflight(
+    client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageTimer, *, labelled_only: bool = True
+) -> Preflight:
+    """Everything that can be checked cheaply, before Spark does any heavy work.
+
+    Args:
+        client: the driver's S3 client.
+        config: the job's configuration.
+        run_uri: the run's output folder, which must be empty.
+        timer: records the ``list`` and ``preflight`` stages.
+        labelled_only: list only images in class folders (the feature job), or any image (scoring).
+
+    Returns:
+        The images listed under ``input.uri`` and the checked model files.
+
+    Raises:
+        InputError: the input cannot be listed or holds no images.
+        OutputError: the output cannot be listed or the run's folder is not empty.
+        WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
+        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
+    """
+    input_uri = S3Uri.parse(config.input.uri)
+    with timer.stage("list"):
+        listing = list_images(client, input_uri, config.input.extensions, labelled_only=labelled_only)
+    log.info(
+        "listed %d keys under %s: %d images, %d other keys skipped",
+        listing.keys_listed,
+        input_uri,
+        len(listing.images),
+        listing.skipped,
+    )
+    if not listing.images:
+        raise InputError(
+            f"no images ({', '.join(config.input.extensions)}) in class folders under {input_uri} "
+            f"({listing.keys_listed} keys listed)"
+        )
+    with timer.stage("preflight"):
+        check_output_writable(client, run_uri)
+        model = check_model(config)
+    return Preflight(listing, model)
+
+
+def embed_images(
+    keys: DataFrame,
+    spec: EmbedSpec,
+    counters: EmbedCounters,
+    fetch_threads: int,
+    progress: ProgressEndpoint | None = None,
+) -> DataFrame:
+    """Stage: ``path, label`` -> ``path, label, features, error``, reading S3 on the executors.
+
+    ``features`` is null exactly where ``error`` says why.
+    """
+    embedded = keys.withColumn(
+        "_embedding",
+        embed_column(F.col("path"), spec, counters, fetch_threads=fetch_threads, progress=progress),
+    )
+    return embedded.select(
+        "path",
+        "label",
+        F.col("_embedding.features").alias("features"),
+        F.when(
+            F.col("_embedding.features").isNull(),
+            F.coalesce("_embedding.error", F.lit("no features and no reason recorded")),
+        ).alias("error"),
+    )
+
+
+def check_rejects(images: int, rejected: list[tuple[str, str]], max_fraction: float) -> None:
+    """Log the rejects; fail when they exceed ``max_fraction`` of the images.
+
+    Raises:
+        TooManyRejectsError: naming the counts and the setting.
+    """
+    for path, reason in rejected[:10]:
+        log.warning("rejected %s: %s", path, reason)
+    if len(rejected) > 10:
+        log.warning("... and %d more rejected images: see rejected.csv", len(rejected) - 10)
+    fraction = len(rejected) / images if images else 0.0
+    if fraction > max_fraction:
+        raise TooManyRejectsError(
+            f"{len(rejected)} of {images} images rejected ({fraction:.1%}), over "
+            f"max_rejected_fraction={max_fraction:g}; see rejected.csv"
+        )
+    if rejected:
+        log.warning(
+            "%d of %d images rejected (%.1f%%), within max_rejected_fraction=%g",
+            len(rejected),
+            images,
+            100 * fraction,
+            max_fraction,
+        )
+
+
+@dataclass
+class Embedded:
+    """The embed stage's outcome; ``frame`` is persisted until :meth:`unpersist`."""
+
+    frame: DataFrame  # path, label, features, error: every listed image
+    featurized: DataFrame  # path, label, features: the images with features
+    rejected: list[tuple[str, str]]
+    counts: Counts
+    counters: EmbedCounters
+    partitions: int
+
+    def unpersist(self) -> None:
+        """Release the persisted features."""
+        self.frame.unpersist()
+
+
+def embed_listing(
+    spark: SparkSession, config: JobConfig, spec: EmbedSpec, listing: Listing, timer: StageTimer
+) -> Embedded:
+    """Embed every listed image once, persist the result and count it.
+
+    The caller unpersists (:meth:`Embedded.unpersist`), also when a later stage fails.
+    """
+    partitions = partition_count(
+        len(listing.images),
+        spark.sparkContext.defaultParallelism,
+        config.model.batch_size,
+        config.spark.partitions,
+    )
+    counters = EmbedCounters.create(spark.sparkContext)
+    keys = keys_frame(spark, listing.images, partitions)
+    total = len(listing.images)
+    interval = config.progress_interval_seconds
+    with progress.image_progress("embed", total, interval, spark.sparkContext) as endpoint:
+        embedded = embed_images(keys, spec, counters, config.s3.fetch_threads, endpoint)
+        # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
+        embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            with timer.stage("load_and_embed", watched=False):  # image_progress watches it
+                images = embedded.count()
+        except BaseException:
+            embedded.unpersist()
+            raise
+    log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
+    try:
+        # The executors counted the images they could not featurize: with none, no query for them.
+        # (A retried task may count its rejects twice, never zero times.)
+        rejected: list[tuple[str, str]] = []
+        if counters.rejected.value:
+            failed = embedded.filter(F.col("features").isNull()).select("path", "error")
+            rejected = [(row["path"], row["error"]) for row in failed.collect()]
+    except BaseException:
+        embedded.unpersist()
+        raise
+    featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "features")
+    counts = Counts(
+        keys_listed=listing.keys_listed,
+        keys_skipped=listing.skipped,
+        images=images,
+        featurized=images - len(rejected),
+        rejected=len(rejected),
+        model_images=counters.images.value,
+        model_batches=counters.batches.value,
+    )
+    embed_seconds = timer.seconds["load_and_embed"]
+    log.info(
+        "embedded %d images over %d partitions in %.1fs (%.2f images/s): %d featurized, %d rejected",
+        images,
+        partitions,
+        embed_seconds,
+        images / embed_seconds if embed_seconds else 0.0,
+        counts.featurized,
+        counts.rejected,
+    )
+    return Embedded(embedded, featurized, rejected, counts, counters, partitions)
+
+
+def check_embedded(embedded: Embedded, config: JobConfig) -> None:
+    """Fail the run when too little was featurized (the caller records the failure, rejects included).
+
+    Raises:
+        TooManyRejectsError: over ``max_rejected_fraction``.
+        PipelineError: nothing could be featurized.
+    """
+    images = embedded.counts.images
+    check_rejects(images, embedded.rejected, config.max_rejected_fraction)
+    if embedded.counts.featurized == 0:
+        raise PipelineError(f"none of the {images} images under {config.input.uri} could be featurized")
+
+
+def record_engines(section: EngineSection, embedded: Embedded) -> None:
+    """Add what the executors actually ran to the manifest's ``model`` section."""
+    section.executors = dict(embedded.counters.engines.value)
+    section.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
+
+
+def record_run(
+    manifest: RunManifest, spark: SparkSession, embedded: Embedded, timer: StageTimer, started: float
+) -> None:
+    """Set the manifest's timings and Spark details, as of now."""
+    manifest.timings_seconds = {
+        **timer.seconds,
+        "total": round(time.perf_counter() - started, 3),
+        "executor_decode": round(embedded.counters.decode_seconds.value, 3),
+        "executor_model": round(embedded.counters.model_seconds.value, 3),
+    }
+    manifest.spark = {
+        "version": spark.version,
+        "master": spark.sparkContext.master,
+        "default_parallelism": spark.sparkContext.defaultParallelism,
+        "partitions": embedded.partitions,
+    }
