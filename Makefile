@@ -64,6 +64,10 @@ run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample ima
 test: system-test $(STAMP) ## Run the whole test suite (unit and integration); installs what it needs first
 	$(PY) -m pytest
 
+.PHONY: docs
+docs: $(STAMP) ## Write docs/configuration.md from the config model's field descriptions
+	$(PY) -m fruits_features.dev.config_reference
+
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run the unit tier only: no JVM, no S3 server, no browser, no weights (under a minute)
 	FRUITS_TEST_TIER=unit $(PY) -m pytest -m "not integration"

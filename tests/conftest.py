@@ -23,7 +23,9 @@ SAMPLE_DIR = ROOT / "tests" / "data" / "fruits360-sample"
 # The fixtures that start a JVM, an S3 server or TensorFlow, or build the package: a test that
 # uses any of them, directly or through another fixture, is an integration test. `make test-unit`
 # runs the others (FRUITS_TEST_TIER=unit), and there these fixtures fail the test instead of starting.
-HEAVY_FIXTURES = frozenset({"s3_endpoint", "s3", "bucket", "spark", "weights", "onnx_file", "package"})
+HEAVY_FIXTURES = frozenset(
+    {"s3_endpoint", "s3", "bucket", "spark", "weights", "onnx_file", "onnx_file_64", "package"}
+)
 UNIT_TIER = os.environ.get("FRUITS_TEST_TIER") == "unit"
 
 
@@ -97,16 +99,27 @@ def weights() -> str:
     return str(Path(value).resolve()) if Path(value).exists() else value
 
 
-@pytest.fixture(scope="session")
-def onnx_file(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The weights exported to ONNX at 224 px by the project's exporter, once per test run."""
+def export_for_tests(weights: str, image_size: int, folder: Path) -> str:
+    """The weights exported to ONNX at ``image_size`` by the project's exporter (verified against Keras)."""
     from fruits_features.features.onnx_export import export_onnx, load_samples
     from fruits_features.io.s3 import S3Settings
 
-    target = tmp_path_factory.mktemp("onnx") / "resnet50.224px.onnx"
-    samples = load_samples(str(SAMPLE_DIR), 16, 224, S3Settings())
-    export_onnx(weights, 224, str(target), samples, S3Settings())
+    target = folder / f"resnet50.{image_size}px.onnx"
+    samples = load_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
+    export_onnx(weights, image_size, str(target), samples, S3Settings())
     return str(target)
+
+
+@pytest.fixture(scope="session")
+def onnx_file(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The weights exported to ONNX at 224 px, once per test run: the default engine's model."""
+    return export_for_tests(weights, 224, tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="session")
+def onnx_file_64(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same at 64 px, for the tests that run many images quickly."""
+    return export_for_tests(weights, 64, tmp_path_factory.mktemp("onnx64"))
 
 
 def sample_classes(count: int) -> list[str]:

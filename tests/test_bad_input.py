@@ -21,12 +21,12 @@ from fruits_features.io.uri import S3Uri
 pytestmark = pytest.mark.integration
 
 
-def config_for(bucket: str, weights: str, max_rejected_fraction: float) -> JobConfig:
+def config_for(bucket: str, weights: str, onnx: str, max_rejected_fraction: float) -> JobConfig:
     return build_config(
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/features/"},
-            "model": {"weights": weights, "image_size": 64, "engine": "tensorflow"},
+            "model": {"weights": weights, "image_size": 64, "onnx": onnx},
             "pca": {"k": 3},
             "max_rejected_fraction": max_rejected_fraction,
         }
@@ -44,7 +44,7 @@ def read_run(s3, bucket: str, run_id: str, local: Path) -> dict[str, object]:
 
 
 def test_bad_images_are_rejected_with_reasons_and_convertible_ones_featurized(
-    spark, s3, bucket: str, weights: str, tmp_path: Path
+    spark, s3, bucket: str, weights: str, onnx_file_64: str, tmp_path: Path
 ) -> None:
     upload_sample(s3, bucket, "images", sample_classes(3))
     cases = bad_corpus()
@@ -53,7 +53,7 @@ def test_bad_images_are_rejected_with_reasons_and_convertible_ones_featurized(
     for key, body in NOT_IMAGES.items():
         s3.put_object(Bucket=bucket, Key=f"images/{key}", Body=body)
 
-    result = pipeline.run(spark, config_for(bucket, weights, 0.5), "corpus")
+    result = pipeline.run(spark, config_for(bucket, weights, onnx_file_64, 0.5), "corpus")
 
     out = read_run(s3, bucket, "corpus", tmp_path)
     featurized = set(out["features"]["path"])
@@ -74,7 +74,7 @@ def test_bad_images_are_rejected_with_reasons_and_convertible_ones_featurized(
 
 
 def test_rejects_over_the_limit_fail_the_run_without_success_marker(
-    spark, s3, bucket: str, weights: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spark, s3, bucket: str, weights: str, onnx_file_64: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     upload_sample(s3, bucket, "images", sample_classes(2))  # 4 good images
     s3.put_object(Bucket=bucket, Key="images/Broken/a.jpg", Body=b"")
@@ -83,17 +83,19 @@ def test_rejects_over_the_limit_fail_the_run_without_success_marker(
     with pytest.raises(
         TooManyRejectsError, match=r"2 of 6 images rejected \(33\.3%\), over max_rejected_fraction=0\.2"
     ):
-        pipeline.run(spark, config_for(bucket, weights, 0.2), "strict")
+        pipeline.run(spark, config_for(bucket, weights, onnx_file_64, 0.2), "strict")
 
     failed = read_run(s3, bucket, "strict", tmp_path / "strict")
     assert "_SUCCESS" not in failed["files"]
     assert len(failed["rejected"]) == 2
     assert failed["features"] is None
     with pytest.raises(OutputError, match="already holds objects"):
-        pipeline.run(spark, config_for(bucket, weights, 0.2), "strict")  # a rerun never mixes with it
+        pipeline.run(
+            spark, config_for(bucket, weights, onnx_file_64, 0.2), "strict"
+        )  # a rerun never mixes with it
 
     with caplog.at_level("WARNING"):
-        pipeline.run(spark, config_for(bucket, weights, 0.5), "lenient")
+        pipeline.run(spark, config_for(bucket, weights, onnx_file_64, 0.5), "lenient")
 
     lenient = read_run(s3, bucket, "lenient", tmp_path / "lenient")
     assert "_SUCCESS" in lenient["files"]

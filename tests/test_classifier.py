@@ -267,7 +267,8 @@ IMAGE_SIZE = 64
 VARIANCE_TARGET = 0.9
 
 
-def classifier_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
+def classifier_config(bucket: str, weights: str, onnx: str, **sections: dict[str, Any]) -> Any:
+    """The job on the default engine at 64 px."""
     return build_config(
         {
             "input": {"uri": f"s3://{bucket}/images/"},
@@ -275,7 +276,7 @@ def classifier_config(bucket: str, weights: str, **sections: dict[str, Any]) -> 
             "model": {
                 "weights": weights,
                 "image_size": IMAGE_SIZE,
-                "engine": "tensorflow",
+                "onnx": onnx,
                 **sections.pop("model", {}),
             },
             "pca": {"k": VARIANCE_TARGET},
@@ -294,11 +295,13 @@ def read_parts(folder: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def trained(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def trained(
+    spark, s3, weights: str, onnx_file_64: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     bucket = "classifier-run"
     s3.create_bucket(Bucket=bucket)
     uploaded = upload_sample(s3, bucket, "images", CLASSES)
-    config = classifier_config(bucket, weights)
+    config = classifier_config(bucket, weights, onnx_file_64)
 
     result = pipeline.run(spark, config, "train-1")
 
@@ -376,11 +379,11 @@ def test_model_records_how_its_features_were_made(trained: dict[str, Any], weigh
 
 @pytest.mark.integration
 def test_saved_model_scores_the_same_images_with_the_same_predictions(
-    spark, s3, trained: dict[str, Any], weights: str
+    spark, s3, trained: dict[str, Any], weights: str, onnx_file_64: str
 ) -> None:
     bucket = trained["bucket"]
     # The config says 224 px: the model's own 64 px must win, or the features would not match.
-    config = classifier_config(bucket, weights, model={"image_size": 224})
+    config = classifier_config(bucket, weights, onnx_file_64, model={"image_size": 224})
 
     result = scoring.run_scoring(spark, config, f"s3://{bucket}/out/train-1/model/", "score-1")
 
@@ -403,7 +406,8 @@ def test_scoring_with_other_weights_is_refused_before_any_work(
 ) -> None:
     other = tmp_path / "other.h5"
     other.write_bytes(b"other weights")
-    config = classifier_config(trained["bucket"], str(other))
+    # TensorFlow: the weights alone are checked in the preflight (an ONNX file would not match them either).
+    config = classifier_config(trained["bucket"], str(other), "unused.onnx", model={"engine": "tensorflow"})
 
     with pytest.raises(
         ModelMismatchError, match=r"differs from the weights the model at s3://classifier-run/"
@@ -413,8 +417,10 @@ def test_scoring_with_other_weights_is_refused_before_any_work(
 
 
 @pytest.mark.integration
-def test_scoring_a_folder_that_is_not_a_model_names_it(spark, trained: dict[str, Any], weights: str) -> None:
-    config = classifier_config(trained["bucket"], weights)
+def test_scoring_a_folder_that_is_not_a_model_names_it(
+    spark, trained: dict[str, Any], weights: str, onnx_file_64: str
+) -> None:
+    config = classifier_config(trained["bucket"], weights, onnx_file_64)
     with pytest.raises(
         ModelUnavailableError, match=r"cannot read s3://classifier-run/out/train-1/features/model.json"
     ):
@@ -423,7 +429,7 @@ def test_scoring_a_folder_that_is_not_a_model_names_it(spark, trained: dict[str,
 
 @pytest.mark.integration
 def test_score_entry_point_scores_new_images_without_class_folders(
-    s3, trained: dict[str, Any], weights: str, tmp_path: Path
+    s3, trained: dict[str, Any], weights: str, onnx_file_64: str, tmp_path: Path
 ) -> None:
     bucket = trained["bucket"]
     for path in sorted((SAMPLE_DIR / "Banana").glob("*.jpg")):  # no class folder: nothing to go by
@@ -432,7 +438,7 @@ def test_score_entry_point_scores_new_images_without_class_folders(
         "score",
         *("--model", f"s3://{bucket}/out/train-1/model/"),
         *("--input", f"s3://{bucket}/new/", "--output", f"s3://{bucket}/scores/", "--run-id", "cli-score"),
-        *("--set", f"model.weights={weights}", "--set", "model.engine=tensorflow"),
+        *("--set", f"model.weights={weights}", "--set", f"model.onnx={onnx_file_64}"),
     )
 
     result = subprocess.run(command, env=job_env(), capture_output=True, text=True, timeout=600, check=False)

@@ -811,8 +811,8 @@ def test_the_same_source_builds_the_same_artifact_folder_and_a_change_a_new_one(
         )
 
     same = build_package(root, tmp_path / "same")
-    (root / "src" / "fruits_features" / "decoding.py").write_text(
-        (root / "src" / "fruits_features" / "decoding.py").read_text() + "\n# changed\n"
+    (root / "src" / "fruits_features" / "features" / "decoding.py").write_text(
+        (root / "src" / "fruits_features" / "features" / "decoding.py").read_text() + "\n# changed\n"
     )
     changed = build_package(root, tmp_path / "changed")
 

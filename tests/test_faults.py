@@ -43,12 +43,20 @@ def read_features(local: Path) -> pd.DataFrame:
     return frame.sort_values("path").reset_index(drop=True)
 
 
-def clean_run(spark, s3, bucket: str, weights: str, image_size: int, tmp_path: Path) -> pd.DataFrame:
+def model_section(weights: str, image_size: int, onnx: str | None) -> dict[str, Any]:
+    """The default engine with ``onnx``; TensorFlow without."""
+    engine = {"onnx": onnx} if onnx else {"engine": "tensorflow"}
+    return {"weights": weights, "image_size": image_size, **engine}
+
+
+def clean_run(
+    spark, s3, bucket: str, weights: str, image_size: int, tmp_path: Path, onnx: str | None = None
+) -> pd.DataFrame:
     config = build_config(
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/out/"},
-            "model": {"weights": weights, "image_size": image_size, "engine": "tensorflow"},
+            "model": model_section(weights, image_size, onnx),
             "pca": {"k": 3},
             "spark": {"partitions": PARTITIONS},
         }
@@ -57,11 +65,11 @@ def clean_run(spark, s3, bucket: str, weights: str, image_size: int, tmp_path: P
     return features_of(s3, bucket, "clean", tmp_path / "clean")
 
 
-def job_args(bucket: str, weights: str, run_id: str, image_size: int) -> list[str]:
+def job_args(bucket: str, weights: str, run_id: str, image_size: int, onnx: str | None = None) -> list[str]:
+    model = model_section(weights, image_size, onnx)
     return [
         *("--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", run_id),
-        *("--set", f"model.weights={weights}", "--set", f"model.image_size={image_size}"),
-        *("--set", "model.engine=tensorflow"),
+        *[arg for key, value in model.items() for arg in ("--set", f"model.{key}={value}")],
         *("--set", "pca.k=3", "--set", f"spark.partitions={PARTITIONS}"),
     ]
 
@@ -76,17 +84,17 @@ def assert_same_output(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 @pytest.fixture(scope="module")
 def faulty_run(
-    spark, s3, s3_endpoint: str, weights: str, tmp_path_factory: pytest.TempPathFactory
+    spark, s3, s3_endpoint: str, weights: str, onnx_file_64: str, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     bucket = "faults-s3"
     s3.create_bucket(Bucket=bucket)
     upload_sample(s3, bucket, "images", sample_classes(8))
     local = tmp_path_factory.mktemp("faults")
-    expected = clean_run(spark, s3, bucket, weights, 64, local)
+    expected = clean_run(spark, s3, bucket, weights, 64, local, onnx_file_64)
     plan = FaultPlan(every=4)  # a quarter of the requests of each method
     with FaultProxy(s3_endpoint, plan) as proxy:
         result = spark_submit(
-            *job_args(bucket, weights, "faulty", 64),
+            *job_args(bucket, weights, "faulty", 64, onnx_file_64),
             *("--set", "output.sse=aws:kms", "--set", f"output.kms_key_id={KMS_KEY}"),
             *("--set", f"s3.expected_bucket_owner={OWNER}", "--set", "s3.retry_mode=standard"),
             env={
@@ -148,8 +156,14 @@ def test_no_credentials_or_signatures_in_logs_or_manifest(faulty_run: dict[str, 
     assert manifest["config"]["s3"]["expected_bucket_owner"] == OWNER  # config is there, secrets are not
 
 
+def has_the_engine_loaded(process: psutil.Process) -> bool:
+    """Whether ONNX Runtime's library is mapped into ``process``: it is imported only inside the UDF,
+    so a Python worker that has it is running an embed task."""
+    return any("onnxruntime" in m.path for m in process.memory_maps(grouped=True))
+
+
 def kill_one_busy_worker(parent: subprocess.Popen[str], killed: list[int], deadline: float) -> None:
-    """SIGKILL the first Python worker of ``parent`` that has loaded TensorFlow (so it is mid-task)."""
+    """SIGKILL the first Python worker of ``parent`` that has loaded the engine (so it is mid-task)."""
     while time.monotonic() < deadline and parent.poll() is None:
         try:
             children = psutil.Process(parent.pid).children(recursive=True)
@@ -158,9 +172,8 @@ def kill_one_busy_worker(parent: subprocess.Popen[str], killed: list[int], deadl
         for child in children:
             try:
                 is_worker = "pyspark.daemon" in " ".join(child.cmdline())
-                # The daemon forks the workers; TensorFlow is imported only inside the UDF, so
-                # a worker this large is running an embed task.
-                if is_worker and child.parent().pid != parent.pid and child.memory_info().rss > 450 * 2**20:
+                # The daemon forks the workers: a forked one with the engine loaded is mid-task.
+                if is_worker and child.parent().pid != parent.pid and has_the_engine_loaded(child):
                     child.kill()
                     killed.append(child.pid)
                     return
@@ -170,17 +183,17 @@ def kill_one_busy_worker(parent: subprocess.Popen[str], killed: list[int], deadl
 
 
 def test_a_python_worker_killed_mid_embed_is_retried_and_the_output_is_unchanged(
-    spark, s3, weights: str, tmp_path: Path
+    spark, s3, weights: str, onnx_file: str, tmp_path: Path
 ) -> None:
     bucket = "faults-kill"
     s3.create_bucket(Bucket=bucket)
     upload_sample(s3, bucket, "images", sample_classes(30))  # 60 images at 224px: seconds per task
-    expected = clean_run(spark, s3, bucket, weights, 224, tmp_path)
+    expected = clean_run(spark, s3, bucket, weights, 224, tmp_path, onnx_file)
 
     killed: list[int] = []
     # local[2,4]: two cores, and a failed task is tried up to four times, as on a cluster.
     with subprocess.Popen(
-        spark_submit_command(*job_args(bucket, weights, "killed", 224), master="local[2,4]"),
+        spark_submit_command(*job_args(bucket, weights, "killed", 224, onnx_file), master="local[2,4]"),
         env=job_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

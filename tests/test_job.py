@@ -12,7 +12,10 @@ import pytest
 
 from conftest import sample_classes, spark_submit, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
+from fruits_features import pipeline
+from fruits_features.config_files import build_config
 from fruits_features.dev.local_s3 import download_tree, free_port
+from fruits_features.errors import InputError, WeightsUnavailableError
 from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
@@ -38,7 +41,9 @@ def spark_lines(result: subprocess.CompletedProcess[str], level: str) -> list[st
     ]
 
 
-def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str, tmp_path: Path) -> None:
+def test_spark_submit_runs_the_job_with_overrides(
+    s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
+) -> None:
     upload_sample(s3, bucket, "photos", sample_classes(3))
 
     result = submit(
@@ -53,9 +58,13 @@ def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str,
         "--set",
         "pca.k=3",
         "--set",
-        "model.image_size=96",
+        "model.batch_size=4",
         "--set",
-        "model.engine=tensorflow",
+        f"model.onnx={onnx_file}",
+        "--set",
+        "classifier.enabled=false",  # its stages and the report's are tested in process
+        "--set",
+        "report.enabled=false",
     )
 
     assert result.returncode == 0, result.stdout[-3000:]
@@ -65,12 +74,13 @@ def test_spark_submit_runs_the_job_with_overrides(s3, bucket: str, weights: str,
     assert list(frame.columns) == ["path", "label", "pc_1", "pc_2", "pc_3"]
     assert len(frame) == 6
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["config"]["model"]["image_size"] == 96
+    assert manifest["config"]["model"]["batch_size"] == 4
+    assert manifest["counts"]["model_batches"] >= 2  # 6 images in batches of at most 4
     assert manifest["counts"]["featurized"] == 6
     assert "featurized       6" in result.stdout  # the summary is logged
     # A quiet console: the job's own lines and Spark's warnings, none of Spark's INFO lines.
     assert spark_lines(result, "INFO") == []
-    assert "INFO fruits_features.pipeline: listed 6 keys" in result.stdout
+    assert "INFO fruits_features.stages.embed: listed 6 keys" in result.stdout
 
 
 def test_verbose_brings_back_sparks_info_lines(s3, bucket: str, weights: str) -> None:
@@ -93,56 +103,69 @@ def test_verbose_brings_back_sparks_info_lines(s3, bucket: str, weights: str) ->
     assert any("INFO SparkContext: Running Spark version" in line for line in info)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--set", "pca.k=0"], "config key 'pca.k'"),
-        (["--set", "model.colour=red"], "config key 'model.colour': unknown key"),
-        (["--input", "bucket/images"], "config key 'input.uri'"),
-        (["--run-id", "a/b"], "--run-id 'a/b'"),
-    ],
-)
-def test_bad_configuration_exits_2_with_one_line_naming_the_key(args: list[str], message: str) -> None:
-    result = submit(*args)
-    assert result.returncode == 2
-    errors = error_lines(result)
-    assert len(errors) == 1
-    assert message in errors[0]
-    assert "Traceback" not in result.stdout
-
-
 def test_unreachable_imagenet_download_stops_early_naming_the_setting(
-    s3, bucket: str, tmp_path: Path
+    spark, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """In process: Keras' download goes through an HTTPS proxy that refuses, with an empty cache."""
     upload_sample(s3, bucket, "images", sample_classes(1))
-    blocked = {
-        "KERAS_HOME": str(tmp_path / "keras"),
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "https_proxy": "http://127.0.0.1:9",
-    }
-
-    result = submit(
-        "--input",
-        f"s3://{bucket}/images/",
-        "--output",
-        f"s3://{bucket}/out/",
-        "--set",
-        "model.weights=imagenet",
-        env=blocked,
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    config = build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/out/"},
+            "model": {"weights": "imagenet"},
+        }
     )
 
-    assert result.returncode == 3
-    (error,) = error_lines(result)
-    assert "model.weights=imagenet" in error
-    assert "FRUITS_WEIGHTS" in error
+    with pytest.raises(WeightsUnavailableError) as raised:
+        pipeline.run(spark, config, "no-weights")
+
+    assert raised.value.exit_code == 3
+    assert "model.weights=imagenet" in str(raised.value)
+    assert "FRUITS_WEIGHTS" in str(raised.value)
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("KeyCount")
+
+
+@pytest.mark.parametrize(
+    ("input_uri", "message"),
+    [
+        (
+            "s3://no-such-bucket-anywhere/images/",
+            "cannot list s3://no-such-bucket-anywhere/images/: NoSuchBucket",
+        ),
+        (
+            "s3://{bucket}/images/",
+            "no images (.jpg, .jpeg, .png) in class folders under s3://{bucket}/images/",
+        ),
+    ],
+    ids=["missing bucket", "empty prefix"],
+)
+def test_unusable_input_is_an_input_error_before_any_work(
+    spark, s3, bucket: str, weights: str, input_uri: str, message: str
+) -> None:
+    """In process (the exit code is the error's; the spark-submit cases below check the command)."""
+    s3.put_object(Bucket=bucket, Key="images/notes.txt", Body=b"nothing to see")
+    config = build_config(
+        {
+            "input": {"uri": input_uri.format(bucket=bucket)},
+            "output": {"uri": f"s3://{bucket}/out/"},
+            "model": {"weights": weights, "engine": "tensorflow"},
+        }
+    )
+
+    with pytest.raises(InputError) as raised:
+        pipeline.run(spark, config, "unusable")
+
+    assert raised.value.exit_code == 3
+    assert message.format(bucket=bucket) in str(raised.value)
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("KeyCount")
 
 
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("missing bucket", "cannot list s3://no-such-bucket-anywhere/images/: NoSuchBucket"),
-        ("empty prefix", "no images (.jpg, .jpeg, .png) in class folders under s3://{bucket}/images/"),
         ("access denied", "cannot list s3://{bucket}/images/: AccessDenied: Access Denied"),
         ("bad endpoint", "cannot list s3://{bucket}/images/: EndpointConnectionError: Could not connect"),
     ],
@@ -152,11 +175,7 @@ def test_unusable_input_exits_3_naming_the_uri_before_any_work(
 ) -> None:
     input_uri = f"s3://{bucket}/images/"
     env: dict[str, str] = {}
-    if case == "missing bucket":
-        input_uri = "s3://no-such-bucket-anywhere/images/"
-    elif case == "empty prefix":
-        s3.put_object(Bucket=bucket, Key="images/notes.txt", Body=b"nothing to see")
-    elif case == "bad endpoint":
+    if case == "bad endpoint":
         env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{free_port()}"
     args = ("--input", input_uri, "--output", f"s3://{bucket}/out/", "--set", f"model.weights={weights}")
 

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SAMPLE_DIR, sample_classes, spark_submit, upload_sample
+from fruits_features import pipeline
 from fruits_features.config import ModelConfig
+from fruits_features.config_files import build_config
 from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
@@ -210,17 +212,26 @@ def _features(s3, bucket: str, run_id: str, folder: Path) -> tuple[pd.DataFrame,
 
 @pytest.mark.integration
 def test_the_job_gives_the_same_components_with_either_engine(
-    s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
+    spark, s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
 ) -> None:
-    images = upload_sample(s3, bucket, "images", sample_classes(20))
-    onnx_run = _run(bucket, weights, "onnx", "model.engine=onnxruntime", f"model.onnx={onnx_file}")
+    images = upload_sample(s3, bucket, "images", sample_classes(12))  # 24 images: 10 components and more
+    # ONNX Runtime in process; TensorFlow through spark-submit, in Python workers of its own (the
+    # project's one TensorFlow end-to-end run).
+    config = build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/out/"},
+            "model": {"weights": weights, "engine": "onnxruntime", "onnx": onnx_file},
+            "pca": {"k": 10},
+        }
+    )
+    pipeline.run(spark, config, "onnx")
     tf_run = _run(bucket, weights, "tf", "model.engine=tensorflow")
 
-    assert onnx_run.returncode == 0, onnx_run.stdout[-3000:]
     assert tf_run.returncode == 0, tf_run.stdout[-3000:]
     onnx, onnx_manifest = _features(s3, bucket, "onnx", tmp_path / "onnx")
     tf, tf_manifest = _features(s3, bucket, "tf", tmp_path / "tf")
-    assert len(onnx) == len(tf) == images == 40
+    assert len(onnx) == len(tf) == images == 24
     assert list(onnx["path"]) == list(tf["path"])
     assert list(onnx["label"]) == list(tf["label"])
     components = [f"pc_{i}" for i in range(1, 11)]
@@ -232,10 +243,10 @@ def test_the_job_gives_the_same_components_with_either_engine(
         onnx_manifest["pca"]["explained_variance"], tf_manifest["pca"]["explained_variance"], rtol=1e-4
     )
     # ResNet50 ran once per image in each; only the TensorFlow engine's workers loaded TensorFlow.
-    assert onnx_manifest["counts"]["model_images"] == tf_manifest["counts"]["model_images"] == 40
+    assert onnx_manifest["counts"]["model_images"] == tf_manifest["counts"]["model_images"] == 24
     assert onnx_manifest["model"]["engine"] == "onnxruntime"
     assert onnx_manifest["model"]["onnx_export"]["weights_sha256"] == file_sha256(Path(weights))
-    assert onnx_manifest["model"]["tasks_with_tensorflow"] == 0
+    # (that ONNX Runtime's workers need no TensorFlow at all: test_scripts.py, the wheel without it)
     assert tf_manifest["model"]["tasks_with_tensorflow"] > 0
 
 

@@ -52,12 +52,19 @@ def keras_features(paths: list[Path], size: int, weights: str) -> np.ndarray:
     return np.asarray(model.predict(preprocess_input(batch), batch_size=16, verbose=0))
 
 
-def job_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
+def job_config(bucket: str, weights: str, onnx_file: str, **sections: dict[str, Any]) -> Any:
+    """The job on the default engine, auto, held to fp32 so that its features equal Keras' within 1e-4
+    on every CPU (auto's bf16 on AMX is checked against fp32 in test_openvino.py)."""
     return build_config(
         {
             "input": {"uri": f"s3://{bucket}/images/"},
             "output": {"uri": f"s3://{bucket}/features/"},
-            "model": {"weights": weights, "engine": "tensorflow", **sections.pop("model", {})},
+            "model": {
+                "weights": weights,
+                "onnx": onnx_file,
+                "precision": "fp32",
+                **sections.pop("model", {}),
+            },
             "pca": {"k": K},
             **sections,
         }
@@ -65,13 +72,13 @@ def job_config(bucket: str, weights: str, **sections: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def run(spark, s3, weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(spark, s3, weights: str, onnx_file: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bucket = "pipeline-run"
     s3.create_bucket(Bucket=bucket)
     uploaded = upload_sample(s3, bucket, "images", CLASSES)
     s3.put_object(Bucket=bucket, Key="images/Kiwi/broken.jpg", Body=b"this is not a jpeg")
     s3.put_object(Bucket=bucket, Key="images/README.txt", Body=b"not an image")
-    config = job_config(bucket, weights, progress_interval_seconds=0.5)
+    config = job_config(bucket, weights, onnx_file, progress_interval_seconds=0.5)
 
     with captured_logs("fruits_features") as logs:
         result = pipeline.run(spark, config, "run-1")
@@ -158,6 +165,9 @@ def test_manifest_records_config_variance_timings_and_versions(run: dict[str, An
     manifest = json.loads((run["local"] / "manifest.json").read_text())
     assert manifest == run["result"].manifest
     assert manifest["run_id"] == "run-1"
+    assert (manifest["job"], manifest["status"]) == ("features", "succeeded")
+    assert "error" not in manifest
+    assert manifest["model"]["engine"] == "auto"
     assert manifest["input"] == f"s3://{run['bucket']}/images/"
     assert manifest["output"] == f"s3://{run['bucket']}/features/run-1"
     assert manifest["config"]["pca"]["k"] == K
@@ -192,11 +202,11 @@ def test_pca_matches_numpy_on_the_standardized_features_up_to_sign(run: dict[str
     np.testing.assert_allclose(run["result"].manifest["pca"]["explained_variance"], explained, rtol=1e-3)
 
 
-def test_features_equal_a_direct_keras_call(spark, s3, weights: str) -> None:
+def test_features_equal_a_direct_keras_call(spark, s3, weights: str, onnx_file: str) -> None:
     bucket = "embed-check"
     s3.create_bucket(Bucket=bucket)
     upload_sample(s3, bucket, "images", sample_classes(3))
-    config = job_config(bucket, weights, model={"batch_size": 4})
+    config = job_config(bucket, weights, onnx_file, model={"batch_size": 4})
     listing = list_images(s3, S3Uri.parse(config.input.uri), config.input.extensions)
     keys = keys_frame(spark, listing.images, 2)
     counters = EmbedCounters.create(spark.sparkContext)
@@ -270,3 +280,31 @@ def test_parquet_output_holds_the_same_frame_as_csv(run: dict[str, Any], parquet
     manifest = json.loads((parquet_run / "manifest.json").read_text())
     assert manifest["config"]["output"]["format"] == "parquet"
     assert manifest["counts"] == {**run["result"].manifest["counts"], "part_files": len(parts)}
+
+
+def test_a_failure_after_the_preflight_leaves_a_failed_manifest_and_the_rejects(
+    spark, s3, weights: str, onnx_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = "pipeline-fails-in-pca"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(2))
+    s3.put_object(Bucket=bucket, Key="images/Kiwi/broken.jpg", Body=b"this is not a jpeg")
+
+    def broken_fit(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("the PCA fit ran out of memory")
+
+    monkeypatch.setattr(pipeline, "fit_reduction", broken_fit)
+    config = job_config(bucket, weights, onnx_file, max_rejected_fraction=0.5)
+
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        pipeline.run(spark, config, "run-fails")
+
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/run-fails/")["Contents"]}
+    assert keys == {"features/run-fails/manifest.json", "features/run-fails/rejected.csv"}  # no _SUCCESS
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="features/run-fails/manifest.json")["Body"].read())
+    assert (manifest["status"], manifest["error"]) == ("failed", "the PCA fit ran out of memory")
+    assert (manifest["counts"]["images"], manifest["counts"]["rejected"]) == (5, 1)
+    assert manifest["finished_at"]
+    assert "pca" not in manifest
+    rejected = s3.get_object(Bucket=bucket, Key="features/run-fails/rejected.csv")["Body"].read().decode()
+    assert f"s3://{bucket}/images/Kiwi/broken.jpg," in rejected

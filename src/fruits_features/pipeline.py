@@ -23,9 +23,9 @@ from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import PcaSection, RunManifest, RunResult
 from fruits_features.progress import stage_timer
 from fruits_features.reporting.publish import build_report
-from fruits_features.settings import embed_spec, s3_settings
+from fruits_features.settings import s3_settings
 from fruits_features.stages.classify import class_counts, run_classifier
-from fruits_features.stages.embed import check_embedded, embed_listing, preflight, record_engines, record_run
+from fruits_features.stages.embed import preflight, record_run, run_embed_stage
 from fruits_features.stages.model_store import check_model_transfer
 from fruits_features.stages.reduce import components_to_columns, fit_reduction, project
 
@@ -61,12 +61,10 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
     rejected: list[tuple[str, str]] = []
 
     with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest, rejected):
-        embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
-        cleanup.callback(embedded.unpersist)
-        record_engines(checked.model, embedded)
-        manifest.counts = counts = embedded.counts
-        rejected.extend(embedded.rejected)
-        check_embedded(embedded, config)
+        embedded = run_embed_stage(
+            spark, config, checked, timer=timer, manifest=manifest, rejected=rejected, cleanup=cleanup
+        )
+        counts = embedded.counts
         featurized = embedded.featurized
         if isinstance(config.pca.k, int) and counts.featurized <= config.pca.k:
             log.warning(

@@ -28,9 +28,9 @@ from fruits_features.io.s3 import s3_client
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import RunManifest, RunResult
 from fruits_features.progress import stage_timer
-from fruits_features.settings import embed_spec, s3_settings
+from fruits_features.settings import s3_settings
 from fruits_features.stages.classify import with_predictions
-from fruits_features.stages.embed import check_embedded, embed_listing, preflight, record_engines, record_run
+from fruits_features.stages.embed import preflight, record_run, run_embed_stage
 from fruits_features.stages.model_store import (
     ModelUnavailableError,
     check_compatible,
@@ -98,12 +98,10 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
     rejected: list[tuple[str, str]] = []
 
     with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest, rejected):
-        embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
-        cleanup.callback(embedded.unpersist)
-        record_engines(checked.model, embedded)
-        manifest.counts = counts = embedded.counts
-        rejected.extend(embedded.rejected)
-        check_embedded(embedded, config)
+        embedded = run_embed_stage(
+            spark, config, checked, timer=timer, manifest=manifest, rejected=rejected, cleanup=cleanup
+        )
+        counts = embedded.counts
         vectors = embedded.featurized.select(
             "path", "label", array_to_vector(F.col("features")).alias(VECTOR_COL)
         )

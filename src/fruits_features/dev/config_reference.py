@@ -27,10 +27,10 @@ INTRO = """# Configuration reference
 <!-- Written by `make docs` (python -m fruits_features.dev.config_reference) from the field
 descriptions in src/fruits_features/config.py: edit those, not this file. A test fails when it is stale. -->
 
-A job reads one YAML file (`--config`, for example `conf/local.yaml`, `conf/ec2.yaml` or `conf/emr.yaml`),
-then applies `--input`, `--output` and every `--set section.key=value` (the value is read as YAML:
-`--set pca.k=10` is a number). Every key is checked before Spark starts: an unknown key, a wrong type or a value
-out of range is a one-line error naming the key (exit 2). The effective configuration is recorded in the run's
+A job reads one YAML file (`--config`: `conf/local.yaml`, `conf/ec2.yaml` or `conf/emr.yaml`), then
+applies `--input`, `--output` and every `--set section.key=value` (the value is read as YAML: `--set
+pca.k=10` is a number). Every key is checked before Spark starts: an unknown key, a wrong type or a value out
+of range is a one-line error naming the key (exit 2). The effective configuration is recorded in the run's
 `manifest.json` under `config`.
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from fruits_features.io.s3 import check_output_writable
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, EngineSection, RunManifest, StageTimer
 from fruits_features.progress import ProgressEndpoint
-from fruits_features.settings import s3_settings
+from fruits_features.settings import embed_spec, s3_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -256,10 +257,27 @@ def check_embedded(embedded: Embedded, config: JobConfig) -> None:
         raise PipelineError(f"none of the {images} images under {config.input.uri} could be featurized")
 
 
-def record_engines(section: EngineSection, embedded: Embedded) -> None:
-    """Add what the executors actually ran to the manifest's ``model`` section."""
-    section.executors = dict(embedded.counters.engines.value)
-    section.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
+def run_embed_stage(
+    spark: SparkSession,
+    config: JobConfig,
+    checked: Preflight,
+    *,
+    timer: StageTimer,
+    manifest: RunManifest,
+    rejected: list[tuple[str, str]],
+    cleanup: ExitStack,
+) -> Embedded:
+    """The embed stage as both jobs run it: embed the listed images, keep them persisted until
+    ``cleanup`` closes, record the counts and the engines the executors ran in ``manifest``, add the
+    rejects to ``rejected``, and fail when too few were featurized (:func:`check_embedded`)."""
+    embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
+    cleanup.callback(embedded.unpersist)
+    checked.model.executors = dict(embedded.counters.engines.value)
+    checked.model.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
+    manifest.counts = embedded.counts
+    rejected.extend(embedded.rejected)
+    check_embedded(embedded, config)
+    return embedded
 
 
 def record_run(
