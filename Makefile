@@ -80,7 +80,7 @@ ENGINE ?= onnxruntime
 
 .PHONY: bench
 bench: system-run $(STAMP) ## Benchmark every engine and precision: ceilings, the job end to end, scaling; prints the CPU; results in bench/results/ (N=1000)
-	$(PY) scripts/bench.py run --n $(N) --scaling $(SCALING)
+	$(PY) scripts/bench.py run --n $(N) --scaling "$(SCALING)"
 
 .PHONY: bench-knobs
 bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images
