@@ -308,3 +308,29 @@ def test_a_failure_after_the_preflight_leaves_a_failed_manifest_and_the_rejects(
     assert "pca" not in manifest
     rejected = s3.get_object(Bucket=bucket, Key="features/run-fails/rejected.csv")["Body"].read().decode()
     assert f"s3://{bucket}/images/Kiwi/broken.jpg," in rejected
+
+
+def test_a_parallel_listing_gives_the_same_run(
+    spark, s3, run: dict[str, Any], weights: str, onnx_file: str, tmp_path: Path
+) -> None:
+    bucket = run["bucket"]
+    config = job_config(
+        bucket, weights, onnx_file, input={"uri": f"s3://{bucket}/images/", "listing": "parallel"}
+    )
+
+    result = pipeline.run(spark, config, "run-parallel")
+
+    download_tree(s3, S3Uri.parse(result.run_uri), tmp_path)
+    parts = sorted((tmp_path / "features").glob("part-*.csv"))
+    got = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts]).sort_values("path")
+    expected = run["features"].sort_values("path")
+    assert got["path"].tolist() == expected["path"].tolist()
+    assert got["label"].tolist() == expected["label"].tolist()
+    for name in [c for c in expected.columns if c.startswith("pc_")]:
+        a, b = got[name].to_numpy(), expected[name].to_numpy()
+        np.testing.assert_allclose(a, np.sign(a @ b) * b, atol=1e-6 * np.abs(b).max())
+    counts = ("keys_listed", "keys_skipped", "images", "featurized", "rejected")
+    first = run["result"].manifest["counts"]
+    assert {k: result.manifest["counts"][k] for k in counts} == {k: first[k] for k in counts}
+    rejected = (tmp_path / "rejected.csv").read_text()
+    assert f"s3://{bucket}/images/Kiwi/broken.jpg," in rejected

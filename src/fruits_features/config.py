@@ -54,6 +54,13 @@ class InputConfig(_Section):
         IMAGE_EXTENSIONS,
         description="The image extensions listed, matched in any case; other keys are skipped.",
     )
+    listing: Literal["sequential", "parallel"] = Field(
+        "sequential",
+        description="`sequential`: the driver lists every key under the prefix in one loop and holds them "
+        "(1,000 keys a request; right up to a few hundred thousand images). `parallel`: the driver lists "
+        "only the folders under the prefix, each folder is listed by an executor, and the keys stay on "
+        "the executors; the same keys and counts.",
+    )
 
     @field_validator("uri")
     @classmethod

@@ -56,7 +56,7 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
     manifest = RunManifest("features", run_id, config.input.uri, str(run_uri), config.to_dict())
     if config.classifier.enabled:
         check_model_transfer(config, spark.sparkContext.master or "")
-    checked = preflight(client, config, run_uri, timer)
+    checked = preflight(client, config, run_uri, timer, spark=spark)
     manifest.model = checked.model
     rejected: list[tuple[str, str]] = []
 

@@ -84,7 +84,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         )
         model_config = config.model.model_copy(update={"image_size": info.image_size})
         config = config.model_copy(update={"model": model_config})
-    checked = preflight(client, config, run_uri, timer, labelled_only=False)
+    checked = preflight(client, config, run_uri, timer, labelled_only=False, spark=spark)
     manifest.model = checked.model
     with timer.stage("weights_check"):
         check_compatible(info, config.model.weights, weights_sha256(config.model.weights, settings), model)

@@ -1,4 +1,8 @@
-"""Listing the input: the image keys under a prefix and their labels (the class folders)."""
+"""Listing the input: the image keys under a prefix and their labels (the class folders).
+
+:func:`list_images` walks the prefix in one loop on the driver, which holds every key.
+:mod:`fruits_features.io.parallel_listing` lists each folder on the executors instead.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +30,25 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class Listing:
-    """What was found under the input prefix."""
+    """What was found under the input prefix.
+
+    Attributes:
+        images: the images, sorted by path, on the driver (sequential listing); empty when
+            ``frame`` holds them.
+        keys_listed: every key listed; ``skipped`` of them are not images to featurize.
+        frame: a parallel listing's keys as a persisted ``path, label`` DataFrame that the driver
+            never collects: every key listed, ``label`` null for the skipped ones.
+    """
 
     images: list[ImageRef]
     keys_listed: int
     skipped: int
+    frame: DataFrame | None = None
+
+    @property
+    def count(self) -> int:
+        """How many images were listed."""
+        return self.keys_listed - self.skipped
 
 
 def is_image_key(key: str, extensions: tuple[str, ...]) -> bool:
@@ -76,12 +95,19 @@ def list_images(
     listed = 0
     for key in iter_keys(client, uri):
         listed += 1
-        label = label_for_key(key, uri.prefix, extensions)
-        if label is None:
-            if labelled_only or not is_image_key(key, extensions):
-                log.debug("skipping %s: not an image%s", key, " in a class folder" if labelled_only else "")
-                continue
-            label = ""
-        images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
+        label = image_label(key, uri.prefix, extensions, labelled_only=labelled_only)
+        if label is not None:
+            images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
     images.sort(key=lambda ref: ref.path)
     return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
+
+
+def image_label(key: str, prefix: str, extensions: tuple[str, ...], *, labelled_only: bool) -> str | None:
+    """The label a listing gives ``key``: its class folder; ``""`` for an image outside one when
+    ``labelled_only`` is false (scoring); ``None`` for a key that is skipped."""
+    label = label_for_key(key, prefix, extensions)
+    if label is None and not labelled_only and is_image_key(key, extensions):
+        return ""
+    if label is None:
+        log.debug("skipping %s: not an image%s", key, " in a class folder" if labelled_only else "")
+    return label

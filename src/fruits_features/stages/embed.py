@@ -23,6 +23,7 @@ from fruits_features.features.onnx_export import check_onnx
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
 from fruits_features.io.listing import Listing, list_images
 from fruits_features.io.loading import keys_frame, partition_count
+from fruits_features.io.parallel_listing import list_images_in_parallel
 from fruits_features.io.s3 import check_output_writable
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, EngineSection, RunManifest, StageTimer
@@ -74,7 +75,13 @@ class Preflight:
 
 
 def preflight(
-    client: S3Client, config: JobConfig, run_uri: S3Uri, timer: StageTimer, *, labelled_only: bool = True
+    client: S3Client,
+    config: JobConfig,
+    run_uri: S3Uri,
+    timer: StageTimer,
+    *,
+    labelled_only: bool = True,
+    spark: SparkSession | None = None,
 ) -> Preflight:
     """Everything that can be checked cheaply, before Spark does any heavy work.
 
@@ -84,6 +91,7 @@ def preflight(
         run_uri: the run's output folder, which must be empty.
         timer: records the ``list`` and ``preflight`` stages.
         labelled_only: list only images in class folders (the feature job), or any image (scoring).
+        spark: the session, for ``input.listing: parallel`` (the folders are listed on the executors).
 
     Returns:
         The images listed under ``input.uri`` and the checked model files.
@@ -95,16 +103,27 @@ def preflight(
         OnnxMismatchError: the ONNX file was exported from other weights or for another size.
     """
     input_uri = S3Uri.parse(config.input.uri)
+    extensions = config.input.extensions
     with timer.stage("list"):
-        listing = list_images(client, input_uri, config.input.extensions, labelled_only=labelled_only)
+        if config.input.listing == "parallel":
+            if spark is None:
+                raise ValueError("a parallel listing needs the Spark session")
+            settings = s3_settings(config)
+            listing = list_images_in_parallel(
+                spark, client, settings, input_uri, extensions, labelled_only=labelled_only
+            )
+        else:
+            listing = list_images(client, input_uri, extensions, labelled_only=labelled_only)
     log.info(
         "listed %d keys under %s: %d images, %d other keys skipped",
         listing.keys_listed,
         input_uri,
-        len(listing.images),
+        listing.count,
         listing.skipped,
     )
-    if not listing.images:
+    if not listing.count:
+        if listing.frame is not None:
+            listing.frame.unpersist()
         raise InputError(
             f"no images ({', '.join(config.input.extensions)}) in class folders under {input_uri} "
             f"({listing.keys_listed} keys listed)"
@@ -190,15 +209,19 @@ def embed_listing(
 
     The caller unpersists (:meth:`Embedded.unpersist`), also when a later stage fails.
     """
+    total = listing.count
     partitions = partition_count(
-        len(listing.images),
+        total,
         spark.sparkContext.defaultParallelism,
         config.model.batch_size,
         config.spark.partitions,
     )
     counters = EmbedCounters.create(spark.sparkContext)
-    keys = keys_frame(spark, listing.images, partitions)
-    total = len(listing.images)
+    if listing.frame is not None:  # listed on the executors: ranges of paths, as a sorted list is
+        images_listed = listing.frame.filter(F.col("label").isNotNull())
+        keys = images_listed.repartitionByRange(partitions, "path").sortWithinPartitions("path")
+    else:
+        keys = keys_frame(spark, listing.images, partitions)
     interval = config.progress_interval_seconds
     with progress.image_progress("embed", total, interval, spark.sparkContext) as endpoint:
         embedded = embed_images(keys, spec, counters, config.s3.fetch_threads, endpoint)
@@ -210,6 +233,8 @@ def embed_listing(
         except BaseException:
             embedded.unpersist()
             raise
+    if listing.frame is not None:
+        listing.frame.unpersist()  # the embedded rows are persisted and counted: the keys are done
     log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
     try:
         # The executors counted the images they could not featurize: with none, no query for them.
