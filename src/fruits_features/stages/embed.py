@@ -121,16 +121,19 @@ def preflight(
         listing.count,
         listing.skipped,
     )
-    if not listing.count:
-        if listing.frame is not None:
+    try:
+        if not listing.count:
+            raise InputError(
+                f"no images ({', '.join(config.input.extensions)}) in class folders under {input_uri} "
+                f"({listing.keys_listed} keys listed)"
+            )
+        with timer.stage("preflight"):
+            check_output_writable(client, run_uri)
+            model = check_model(config)
+    except BaseException:
+        if listing.frame is not None:  # a parallel listing's keys: released with the run that failed
             listing.frame.unpersist()
-        raise InputError(
-            f"no images ({', '.join(config.input.extensions)}) in class folders under {input_uri} "
-            f"({listing.keys_listed} keys listed)"
-        )
-    with timer.stage("preflight"):
-        check_output_writable(client, run_uri)
-        model = check_model(config)
+        raise
     return Preflight(listing, model)
 
 
@@ -233,8 +236,9 @@ def embed_listing(
         except BaseException:
             embedded.unpersist()
             raise
-    if listing.frame is not None:
-        listing.frame.unpersist()  # the embedded rows are persisted and counted: the keys are done
+        finally:
+            if listing.frame is not None:
+                listing.frame.unpersist()  # the embedded rows are persisted and counted: the keys are done
     log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
     try:
         # The executors counted the images they could not featurize: with none, no query for them.
