@@ -72,7 +72,7 @@ def test_the_driver_lists_only_the_folders_and_the_keys_directly_under_the_prefi
 ) -> None:
     folders, keys = list_folders(s3, listed_bucket["uri"])
     assert sorted(folders) == sorted(f"images/{name}/" for name in FOLDERS)
-    assert sorted(keys) == ["images/README.txt", "images/top.jpg"]
+    assert sorted(key for key, _ in keys) == ["images/README.txt", "images/top.jpg"]
 
 
 def test_a_prefix_that_cannot_be_listed_is_an_input_error(spark, s3) -> None:

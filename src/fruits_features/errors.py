@@ -43,3 +43,7 @@ class TooManyRejectsError(FruitsFeaturesError):
     """More images were rejected than ``max_rejected_fraction`` allows (exit code 5)."""
 
     exit_code = 5
+
+
+class InventoryError(ConfigError):
+    """An S3 Inventory report or a key list is malformed: not what ``input.listing`` says (exit code 2)."""

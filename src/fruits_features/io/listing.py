@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fruits_features.io.s3 import iter_keys
+from fruits_features.io.s3 import iter_objects
 from fruits_features.io.uri import S3Uri
 
 if TYPE_CHECKING:
@@ -19,13 +19,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The columns of a listing made on the executors, as Spark DDL: ``label`` is null for a key that
+# is not an image to featurize, ``etag`` where the listing has none (a plain key list).
+LISTED_DDL = "path string, label string, etag string"
+
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image to featurize: its location and its label (the class folder)."""
+    """One image to featurize: its location, its label (the class folder) and its ETag where the
+    listing gave one (an incremental run compares it with the previous run's)."""
 
     path: str
     label: str
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class Listing:
         images: the images, sorted by path, on the driver (sequential listing); empty when
             ``frame`` holds them.
         keys_listed: every key listed; ``skipped`` of them are not images to featurize.
-        frame: a parallel listing's keys as a persisted ``path, label`` DataFrame that the driver
+        frame: the keys of a listing on the executors (``parallel``, ``inventory``, ``key_list``)
+            as a persisted ``path, label, etag`` DataFrame (:data:`LISTED_SCHEMA`) that the driver
             never collects: every key listed, ``label`` null for the skipped ones.
     """
 
@@ -93,11 +100,11 @@ def list_images(
     """
     images: list[ImageRef] = []
     listed = 0
-    for key in iter_keys(client, uri):
+    for key, etag in iter_objects(client, uri):
         listed += 1
         label = image_label(key, uri.prefix, extensions, labelled_only=labelled_only)
         if label is not None:
-            images.append(ImageRef(str(S3Uri(uri.bucket, key)), label))
+            images.append(ImageRef(str(S3Uri(uri.bucket, key)), label, etag))
     images.sort(key=lambda ref: ref.path)
     return Listing(images=images, keys_listed=listed, skipped=listed - len(images))
 

@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEYS_SCHEMA = StructType(
-    [StructField("path", StringType(), False), StructField("label", StringType(), False)]
+    [
+        StructField("path", StringType(), False),
+        StructField("label", StringType(), False),
+        StructField("etag", StringType(), True),
+    ]
 )
 
 
@@ -58,8 +62,8 @@ def partition_count(images: int, parallelism: int, batch_size: int, configured: 
 
 
 def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> DataFrame:
-    """The listed images as a ``path, label`` DataFrame over ``partitions`` partitions, in order."""
-    rows = [(ref.path, ref.label) for ref in images]
+    """The listed images as a ``path, label, etag`` DataFrame over ``partitions`` partitions, in order."""
+    rows = [(ref.path, ref.label, ref.etag) for ref in images]
     rdd = spark.sparkContext.parallelize(rows, max(1, partitions))
     return spark.createDataFrame(rdd, KEYS_SCHEMA)
 

@@ -105,15 +105,31 @@ def iter_keys(client: S3Client, uri: S3Uri) -> Iterator[str]:
     Raises:
         InputError: for a missing bucket, denied access or an unreachable endpoint.
     """
+    for key, _ in iter_objects(client, uri):
+        yield key
+
+
+def iter_objects(client: S3Client, uri: S3Uri) -> Iterator[tuple[str, str | None]]:
+    """``(key, etag)`` of every object under ``uri``'s prefix, following pagination; the ETag
+    without its quotes, as S3 Inventory reports write it.
+
+    Raises:
+        InputError: for a missing bucket, denied access or an unreachable endpoint.
+    """
     paginator = client.get_paginator("list_objects_v2")
     try:
         for page in paginator.paginate(Bucket=uri.bucket, Prefix=uri.prefix):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], plain_etag(item.get("ETag"))
     except ClientError as exc:
         raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
     except BotoCoreError as exc:
         raise InputError(f"cannot list {uri}: {describe_error(exc)}") from exc
+
+
+def plain_etag(etag: str | None) -> str | None:
+    """An ETag without the double quotes ``list_objects_v2`` puts around it (``None`` stays)."""
+    return etag.strip('"') if etag else None
 
 
 # Attempts at reading an object's body. botocore retries the GET itself (throttling, 5xx, failed
