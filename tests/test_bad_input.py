@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bad_corpus import NOT_IMAGES, bad_corpus, decompression_bomb_png
-from conftest import sample_classes, upload_sample
+from conftest import read_rejects, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config import JobConfig
 from fruits_features.config_files import build_config
@@ -38,7 +38,7 @@ def read_run(s3, bucket: str, run_id: str, local: Path) -> dict[str, object]:
     parts = sorted((local / "features").glob("part-*.csv"))
     return {
         "features": pd.concat([pd.read_csv(p) for p in parts]) if parts else None,
-        "rejected": pd.read_csv(local / "rejected.csv"),
+        "rejected": read_rejects(local),
         "files": sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()),
     }
 

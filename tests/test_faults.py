@@ -15,7 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import job_env, sample_classes, spark_submit, spark_submit_command, upload_sample
+from conftest import job_env, read_rejects, sample_classes, spark_submit, spark_submit_command, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
@@ -120,7 +120,7 @@ def test_throttling_and_dropped_connections_give_the_fault_free_output(
     assert plan.faults["PUT slowdown"] + plan.faults["PUT drop"] > 0
     got = read_features(faulty_run["local"] / "faulty")
     assert_same_output(got, faulty_run["expected"])
-    assert pd.read_csv(faulty_run["local"] / "faulty" / "rejected.csv").empty
+    assert read_rejects(faulty_run["local"] / "faulty").empty
 
 
 def test_every_request_names_the_expected_bucket_owner(faulty_run: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fruits_features.io.outputs import failure_recorded, finish_run, rejected_bytes, to_csv_bytes, write_parts
+from fruits_features.io.outputs import failure_recorded, finish_run, to_csv_bytes, write_parts
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, PcaSection, RunManifest
@@ -39,28 +39,34 @@ def new_manifest() -> RunManifest:
 
 def test_success_marker_is_written_last() -> None:
     client = RecordingClient()
-    finish_run(client, RUN, [("s3://b/x/K/a.jpg", "empty object (0 bytes)")], new_manifest())
-    assert client.keys == [
-        "features/run-1/rejected.csv",
-        "features/run-1/manifest.json",
-        "features/run-1/_SUCCESS",
-    ]
+    finish_run(client, RUN, new_manifest())
+    assert client.keys == ["features/run-1/manifest.json", "features/run-1/_SUCCESS"]
 
 
-@pytest.mark.parametrize("failing", ["rejected.csv", "manifest.json"])
-def test_no_success_marker_when_an_earlier_write_fails(failing: str) -> None:
-    client = RecordingClient(fail_on=failing)
+def test_no_success_marker_when_the_manifest_cannot_be_written() -> None:
+    client = RecordingClient(fail_on="manifest.json")
     with pytest.raises(ConnectionError):
-        finish_run(client, RUN, [], new_manifest())
+        finish_run(client, RUN, new_manifest())
     assert not any(key.endswith("_SUCCESS") for key in client.keys)
 
 
-def test_rejected_csv_has_a_header_even_when_empty() -> None:
-    assert rejected_bytes([]) == b"path,reason\n"
-    text = rejected_bytes([("s3://b/p/Kiwi/a, b.jpg", 'say "no"')]).decode()
-    assert pd.read_csv(io.StringIO(text)).to_dict("records") == [
-        {"path": "s3://b/p/Kiwi/a, b.jpg", "reason": 'say "no"'}
+def test_rejects_are_written_as_csv_parts_with_a_header_even_when_empty(spark, s3, bucket: str) -> None:
+    rejects = [("s3://b/p/Kiwi/a, b.jpg", 'say "no"'), ("s3://b/p/Kiwi/c.jpg", "empty object (0 bytes)")]
+    frame = spark.createDataFrame(rejects, "path string, reason string").repartition(2)
+
+    parts = write_parts(frame, S3Uri(bucket, "out/run"), S3Settings(), "rejected")
+    empty = write_parts(frame.limit(0), S3Uri(bucket, "out/none"), S3Settings(), "rejected")
+
+    read = [
+        pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=S3Uri.parse(p.uri).key)["Body"].read()))
+        for p in parts
     ]
+    assert sorted(map(tuple, pd.concat(read).to_numpy().tolist())) == sorted(rejects)
+    assert (
+        s3.get_object(Bucket=bucket, Key="out/none/rejected/part-00000.csv")["Body"].read()
+        == b"path,reason\n"
+    )
+    assert [p.rows for p in empty] == [0]
 
 
 def test_floats_round_trip_through_the_csv() -> None:
@@ -99,13 +105,13 @@ def test_no_featurized_rows_still_leaves_a_readable_header_only_part(spark, s3, 
     assert body == b"path,label,pc_1\n"
 
 
-def test_manifest_and_rejected_hold_what_they_are_given() -> None:
+def test_the_manifest_holds_what_it_is_given() -> None:
     client = RecordingClient()
     manifest = new_manifest()
     manifest.counts = Counts(images=3, featurized=2, rejected=1)
     manifest.pca = PcaSection(2, None, [0.5, 0.25], [0.5, 0.75])
     manifest.succeed()
-    finish_run(client, RUN, [("s3://b/p/K/x.jpg", "not a recognised image format")], manifest)
+    finish_run(client, RUN, manifest)
     written = json.loads(client.bodies["features/run-1/manifest.json"])
     assert written == manifest.to_dict()
     assert (written["job"], written["status"], written["counts"]["images"]) == ("features", "succeeded", 3)
@@ -117,19 +123,14 @@ def test_manifest_and_rejected_hold_what_they_are_given() -> None:
     }
     # Sections this run does not have are left out, and there is no error.
     assert not {"error", "classifier", "report", "scoring_model", "spark"} & set(written)
-    assert client.bodies["features/run-1/rejected.csv"] == (
-        b"path,reason\ns3://b/p/K/x.jpg,not a recognised image format\n"
-    )
 
 
-def test_a_failure_in_the_block_writes_a_failed_manifest_and_the_rejects_then_goes_on() -> None:
+def test_a_failure_in_the_block_writes_a_failed_manifest_then_goes_on() -> None:
     client = RecordingClient()
     manifest = new_manifest()
-    rejected: list[tuple[str, str]] = []
 
     def failing_stage() -> None:
-        with failure_recorded(client, RUN, manifest, rejected):
-            rejected.append(("s3://b/p/K/x.jpg", "empty object (0 bytes)"))
+        with failure_recorded(client, RUN, manifest):
             raise RuntimeError("PCA went wrong")
 
     with pytest.raises(RuntimeError, match="PCA went wrong"):
@@ -137,22 +138,21 @@ def test_a_failure_in_the_block_writes_a_failed_manifest_and_the_rejects_then_go
     written = json.loads(client.bodies["features/run-1/manifest.json"])
     assert (written["status"], written["error"]) == ("failed", "PCA went wrong")
     assert written["finished_at"]
-    assert b"s3://b/p/K/x.jpg,empty object (0 bytes)" in client.bodies["features/run-1/rejected.csv"]
-    assert not any(key.endswith("_SUCCESS") for key in client.keys)
+    assert client.keys == ["features/run-1/manifest.json"]
 
 
 def test_the_run_error_is_raised_even_when_its_manifest_cannot_be_written() -> None:
     client = RecordingClient(fail_on="manifest.json")
     with (
         pytest.raises(RuntimeError, match="the write stage"),
-        failure_recorded(client, RUN, new_manifest(), []),
+        failure_recorded(client, RUN, new_manifest()),
     ):
         raise RuntimeError("the write stage")
 
 
 def test_a_block_that_succeeds_writes_nothing() -> None:
     client = RecordingClient()
-    with failure_recorded(client, RUN, new_manifest(), []):
+    with failure_recorded(client, RUN, new_manifest()):
         pass
     assert client.keys == []
 

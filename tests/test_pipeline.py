@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SAMPLE_DIR, sample_classes, upload_sample
+from conftest import SAMPLE_DIR, read_rejects, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
+from fruits_features.dev.inventory_report import entries_of, write_inventory
 from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import OutputError
 from fruits_features.features.udf import EmbedCounters
@@ -130,7 +131,7 @@ def test_one_row_per_image_with_its_label_and_k_components(run: dict[str, Any]) 
 
 
 def test_unreadable_image_is_rejected_with_a_reason_and_other_keys_are_skipped(run: dict[str, Any]) -> None:
-    rejected = pd.read_csv(run["local"] / "rejected.csv")
+    rejected = read_rejects(run["local"])
     assert rejected.to_dict("records") == [
         {"path": f"s3://{run['bucket']}/images/Kiwi/broken.jpg", "reason": "not a recognised image format"}
     ]
@@ -274,9 +275,7 @@ def test_parquet_output_holds_the_same_frame_as_csv(run: dict[str, Any], parquet
             frame[name] *= np.sign(frame[name] @ csv[name])
         pd.testing.assert_frame_equal(frame, csv, check_exact=False, rtol=1e-9, atol=1e-9)
     assert (parquet_run / "_SUCCESS").exists()
-    assert pd.read_csv(parquet_run / "rejected.csv")["path"].tolist() == [
-        f"s3://{run['bucket']}/images/Kiwi/broken.jpg"
-    ]
+    assert read_rejects(parquet_run)["path"].tolist() == [f"s3://{run['bucket']}/images/Kiwi/broken.jpg"]
     manifest = json.loads((parquet_run / "manifest.json").read_text())
     assert manifest["config"]["output"]["format"] == "parquet"
     assert manifest["counts"] == {**run["result"].manifest["counts"], "part_files": len(parts)}
@@ -300,25 +299,36 @@ def test_a_failure_after_the_preflight_leaves_a_failed_manifest_and_the_rejects(
         pipeline.run(spark, config, "run-fails")
 
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/run-fails/")["Contents"]}
-    assert keys == {"features/run-fails/manifest.json", "features/run-fails/rejected.csv"}  # no _SUCCESS
+    assert keys == {
+        "features/run-fails/manifest.json",
+        "features/run-fails/rejected/part-00000.csv",
+    }  # no _SUCCESS
     manifest = json.loads(s3.get_object(Bucket=bucket, Key="features/run-fails/manifest.json")["Body"].read())
     assert (manifest["status"], manifest["error"]) == ("failed", "the PCA fit ran out of memory")
     assert (manifest["counts"]["images"], manifest["counts"]["rejected"]) == (5, 1)
     assert manifest["finished_at"]
     assert "pca" not in manifest
-    rejected = s3.get_object(Bucket=bucket, Key="features/run-fails/rejected.csv")["Body"].read().decode()
+    rejected = (
+        s3.get_object(Bucket=bucket, Key="features/run-fails/rejected/part-00000.csv")["Body"].read().decode()
+    )
     assert f"s3://{bucket}/images/Kiwi/broken.jpg," in rejected
 
 
-def test_a_parallel_listing_gives_the_same_run(
-    spark, s3, run: dict[str, Any], weights: str, onnx_file: str, tmp_path: Path
+@pytest.mark.parametrize("listing", ["parallel", "inventory"])
+def test_a_listing_on_the_executors_gives_the_same_run(
+    spark, s3, run: dict[str, Any], weights: str, onnx_file: str, tmp_path: Path, listing: str
 ) -> None:
     bucket = run["bucket"]
+    source: dict[str, str] = {}
+    if listing == "inventory":  # an S3 Inventory report of the bucket, as AWS writes one
+        entries = entries_of(s3, S3Uri(bucket, ""))
+        report = write_inventory(s3, S3Uri(bucket, "inventories/"), bucket, entries, rows_per_file=3)
+        source = {"inventory": str(report)}
     config = job_config(
-        bucket, weights, onnx_file, input={"uri": f"s3://{bucket}/images/", "listing": "parallel"}
+        bucket, weights, onnx_file, input={"uri": f"s3://{bucket}/images/", "listing": listing, **source}
     )
 
-    result = pipeline.run(spark, config, "run-parallel")
+    result = pipeline.run(spark, config, f"run-{listing}")
 
     download_tree(s3, S3Uri.parse(result.run_uri), tmp_path)
     parts = sorted((tmp_path / "features").glob("part-*.csv"))
@@ -332,5 +342,4 @@ def test_a_parallel_listing_gives_the_same_run(
     counts = ("keys_listed", "keys_skipped", "images", "featurized", "rejected")
     first = run["result"].manifest["counts"]
     assert {k: result.manifest["counts"][k] for k in counts} == {k: first[k] for k in counts}
-    rejected = (tmp_path / "rejected.csv").read_text()
-    assert f"s3://{bucket}/images/Kiwi/broken.jpg," in rejected
+    assert read_rejects(tmp_path)["path"].tolist() == [f"s3://{bucket}/images/Kiwi/broken.jpg"]

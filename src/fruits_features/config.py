@@ -54,13 +54,37 @@ class InputConfig(_Section):
         IMAGE_EXTENSIONS,
         description="The image extensions listed, matched in any case; other keys are skipped.",
     )
-    listing: Literal["sequential", "parallel"] = Field(
+    listing: Literal["sequential", "parallel", "inventory", "key_list"] = Field(
         "sequential",
-        description="`sequential`: the driver lists every key under the prefix in one loop and holds them "
-        "(1,000 keys a request; right up to a few hundred thousand images). `parallel`: the driver lists "
-        "only the folders under the prefix, each folder is listed by an executor, and the keys stay on "
-        "the executors; the same keys and counts.",
+        description="How the images under `uri` are found. `sequential`: the driver lists every key in one "
+        "loop and holds them (1,000 keys a request; right up to a few hundred thousand images). `parallel`: "
+        "the driver lists only the folders under the prefix, each folder is listed by an executor, and the "
+        "keys stay on the executors. `inventory`: the S3 Inventory report at `inventory` (CSV or Parquet), "
+        "its data files read by the executors. `key_list`: the key-list file(s) at `key_list`, read by the "
+        "executors. Every mode gives the same images, labels and counts for the same objects.",
     )
+    inventory: str | None = Field(
+        None,
+        description="With `listing: inventory`: the `s3://` URI of an S3 Inventory report's `manifest.json` "
+        "(the report of `uri`'s bucket; only its keys under `uri` are read).",
+    )
+    key_list: str | None = Field(
+        None,
+        description="With `listing: key_list`: the `s3://` URI of a text file (gzip if `.gz`) with one key "
+        "or `s3://` URI a line, or a prefix ending in `/` holding several; only keys under `uri` are read.",
+    )
+
+    @field_validator("inventory", "key_list")
+    @classmethod
+    def _check_source(cls, value: str | None) -> str | None:
+        return None if value is None else _s3_uri(value)
+
+    @model_validator(mode="after")
+    def _source_matches_listing(self) -> InputConfig:
+        for mode in ("inventory", "key_list"):
+            if (self.listing == mode) != (getattr(self, mode) is not None):
+                raise ValueError(f"input.{mode} is set exactly when input.listing is {mode!r}")
+        return self
 
     @field_validator("uri")
     @classmethod

@@ -2,7 +2,7 @@
 
 Orchestration only: each step is a stage under :mod:`fruits_features.stages` (or
 :mod:`fruits_features.reporting`), and the manifest records what each did. A failure after the
-preflight still writes ``manifest.json`` (``status: failed``, the error) and ``rejected.csv``.
+preflight still writes ``manifest.json`` (``status: failed``, the error).
 """
 
 from __future__ import annotations
@@ -58,11 +58,10 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         check_model_transfer(config, spark.sparkContext.master or "")
     checked = preflight(client, config, run_uri, timer, spark=spark)
     manifest.model = checked.model
-    rejected: list[tuple[str, str]] = []
 
-    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest, rejected):
+    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest):
         embedded = run_embed_stage(
-            spark, config, checked, timer=timer, manifest=manifest, rejected=rejected, cleanup=cleanup
+            spark, config, checked, timer=timer, manifest=manifest, run_uri=run_uri, cleanup=cleanup
         )
         counts = embedded.counts
         featurized = embedded.featurized
@@ -138,5 +137,5 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
                 )
             manifest.succeed()
             record_run(manifest, spark, embedded, timer, started)
-        finish_run(client, run_uri, rejected, manifest)
+        finish_run(client, run_uri, manifest)
     return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())

@@ -3,7 +3,7 @@
 Output under ``<output>/<run id>/``::
 
     predictions/part-00000.csv ...  path,label,predicted,probability (label: the image's folder, or empty)
-    rejected.csv, manifest.json, _SUCCESS   as for the feature job
+    rejected/, manifest.json, _SUCCESS      as for the feature job
 
 The images are embedded exactly as the training images were: the image size comes from the
 model's ``model.json``, and ``model.weights`` must be the same file (its SHA-256 is checked), so a
@@ -95,11 +95,10 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
             transfer=config.classifier.model_transfer,
             staging_dir=config.classifier.staging_dir,
         )
-    rejected: list[tuple[str, str]] = []
 
-    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest, rejected):
+    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest):
         embedded = run_embed_stage(
-            spark, config, checked, timer=timer, manifest=manifest, rejected=rejected, cleanup=cleanup
+            spark, config, checked, timer=timer, manifest=manifest, run_uri=run_uri, cleanup=cleanup
         )
         counts = embedded.counts
         vectors = embedded.featurized.select(
@@ -115,5 +114,5 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         log.info("scored %d images: predictions under %s", written, run_uri.join(PREDICTIONS_DIR))
         manifest.succeed()
         record_run(manifest, spark, embedded, timer, started)
-        finish_run(client, run_uri, rejected, manifest)
+        finish_run(client, run_uri, manifest)
     return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())

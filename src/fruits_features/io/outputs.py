@@ -8,7 +8,8 @@ Layout under ``<output>/<run id>/``::
     model/                        with the classifier: the fitted scaler + PCA + classifier, model.json
     metrics.json                  with the classifier: accuracy, macro F1, per-class metrics, confusions
     report/index.html, *.png      the report (unless report.enabled is false)
-    rejected.csv                  path,reason of every listed image that was not featurized
+    rejected/part-00000.csv ...   path,reason of every listed image that was not featurized, written by
+                                  the executors (one header-only part when there are none)
     manifest.json                 what was done: config, counts, explained variance, timings, versions
     _SUCCESS                      written last; without it nothing under the prefix is to be trusted
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ PREDICTIONS_DIR = "predictions"
 MODEL_DIR = "model"
 REPORT_DIR = "report"
 METRICS_FILE = "metrics.json"
-REJECTED_FILE = "rejected.csv"
+REJECTED_DIR = "rejected"
 MANIFEST_FILE = "manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -137,11 +138,6 @@ def write_parts(
     return sorted(parts, key=lambda part: part.uri)
 
 
-def rejected_bytes(rejected: Sequence[tuple[str, str]]) -> bytes:
-    """``path,reason`` CSV (header only when nothing was rejected)."""
-    return to_csv_bytes(pd.DataFrame(list(rejected), columns=["path", "reason"]))
-
-
 def json_bytes(data: Any) -> bytes:
     """``data`` as indented UTF-8 JSON, keys in the given order."""
     return json.dumps(data, indent=2, sort_keys=False).encode("utf-8")
@@ -166,43 +162,36 @@ def upload_folder(client: S3Client, folder: Path, uri: S3Uri) -> int:
     return count
 
 
-def write_rejects_and_manifest(
-    client: S3Client, run_uri: S3Uri, rejected: Sequence[tuple[str, str]], manifest: RunManifest
-) -> None:
-    """Write ``rejected.csv`` and ``manifest.json`` (also for a run that failed)."""
-    write_object(client, run_uri.join(REJECTED_FILE), rejected_bytes(rejected), CSV_TYPE)
+def write_manifest(client: S3Client, run_uri: S3Uri, manifest: RunManifest) -> None:
+    """Write ``manifest.json`` (also for a run that failed)."""
     write_object(client, run_uri.join(MANIFEST_FILE), json_bytes(manifest.to_dict()), "application/json")
 
 
-def finish_run(
-    client: S3Client, run_uri: S3Uri, rejected: Sequence[tuple[str, str]], manifest: RunManifest
-) -> None:
-    """Write ``rejected.csv``, ``manifest.json`` and, only once both are stored, ``_SUCCESS``.
+def finish_run(client: S3Client, run_uri: S3Uri, manifest: RunManifest) -> None:
+    """Write ``manifest.json`` and, only once it is stored, ``_SUCCESS``.
 
-    If any write fails, the exception propagates before ``_SUCCESS`` exists, so the run is
-    visibly incomplete.
+    If a write fails, the exception propagates before ``_SUCCESS`` exists, so the run is visibly
+    incomplete.
     """
-    write_rejects_and_manifest(client, run_uri, rejected, manifest)
+    write_manifest(client, run_uri, manifest)
     write_object(client, run_uri.join(SUCCESS_FILE), b"", "application/octet-stream")
-    log.info("wrote %s, %s and %s under %s", REJECTED_FILE, MANIFEST_FILE, SUCCESS_FILE, run_uri)
+    log.info("wrote %s and %s under %s", MANIFEST_FILE, SUCCESS_FILE, run_uri)
 
 
 @contextmanager
-def failure_recorded(
-    client: S3Client, run_uri: S3Uri, manifest: RunManifest, rejected: Sequence[tuple[str, str]]
-) -> Iterator[None]:
-    """On any error in the block: write ``rejected.csv`` and ``manifest.json`` with ``status: failed``
-    and the error (never ``_SUCCESS``), then let the error go on.
+def failure_recorded(client: S3Client, run_uri: S3Uri, manifest: RunManifest) -> Iterator[None]:
+    """On any error in the block: write ``manifest.json`` with ``status: failed`` and the error
+    (never ``_SUCCESS``), then let the error go on.
 
-    ``rejected`` is read when the error happens: the caller fills it once the embed stage knows.
-    A failure to write them is logged; the run's own error is the one raised.
+    The rejects are already under ``rejected/`` once the embed stage has counted them. A failure
+    to write the manifest is logged; the run's own error is the one raised.
     """
     try:
         yield
     except Exception as exc:
         manifest.fail(exc)
         try:
-            write_rejects_and_manifest(client, run_uri, rejected, manifest)
+            write_manifest(client, run_uri, manifest)
         except Exception as write_error:
             log.error("could not write the failed run's manifest under %s: %s", run_uri, write_error)
         raise

@@ -21,10 +21,12 @@ from fruits_features.errors import ConfigError, InputError, PipelineError, TooMa
 from fruits_features.features.model_files import check_weights
 from fruits_features.features.onnx_export import check_onnx
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
+from fruits_features.io.inventory import list_images_from_files
 from fruits_features.io.listing import Listing, list_images
 from fruits_features.io.loading import keys_frame, partition_count
+from fruits_features.io.outputs import REJECTED_DIR, write_parts
 from fruits_features.io.parallel_listing import list_images_in_parallel
-from fruits_features.io.s3 import check_output_writable
+from fruits_features.io.s3 import S3Settings, check_output_writable
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, EngineSection, RunManifest, StageTimer
 from fruits_features.progress import ProgressEndpoint
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+# The rejects the log names one by one; the rest are counted (all are in <run>/rejected/).
+REJECTS_LOGGED = 10
 
 
 def check_model(config: JobConfig) -> EngineSection:
@@ -66,6 +71,32 @@ def check_model(config: JobConfig) -> EngineSection:
     )
 
 
+def list_input(
+    spark: SparkSession | None, client: S3Client, config: JobConfig, *, labelled_only: bool
+) -> Listing:
+    """The images under ``input.uri``, found as ``input.listing`` says: on the driver
+    (``sequential``), or on the executors (``parallel``, ``inventory``, ``key_list``).
+
+    Raises:
+        InputError: the prefix, the report or the list cannot be read.
+        InventoryError: the report or the list is malformed.
+    """
+    uri = S3Uri.parse(config.input.uri)
+    mode = config.input.listing
+    extensions = config.input.extensions
+    if mode == "sequential":
+        return list_images(client, uri, extensions, labelled_only=labelled_only)
+    if spark is None:
+        raise ValueError(f"input.listing {mode} needs the Spark session")
+    settings = s3_settings(config)
+    if mode == "parallel":
+        return list_images_in_parallel(spark, client, settings, uri, extensions, labelled_only=labelled_only)
+    source = S3Uri.parse((config.input.inventory if mode == "inventory" else config.input.key_list) or "")
+    return list_images_from_files(
+        spark, client, settings, uri, source, kind=mode, extensions=extensions, labelled_only=labelled_only
+    )
+
+
 @dataclass(frozen=True)
 class Preflight:
     """What the checks before any Spark work found: the images, and the model to embed them with."""
@@ -91,29 +122,22 @@ def preflight(
         run_uri: the run's output folder, which must be empty.
         timer: records the ``list`` and ``preflight`` stages.
         labelled_only: list only images in class folders (the feature job), or any image (scoring).
-        spark: the session, for ``input.listing: parallel`` (the folders are listed on the executors).
+        spark: the session, for the listings made on the executors (``input.listing`` other than
+            ``sequential``).
 
     Returns:
         The images listed under ``input.uri`` and the checked model files.
 
     Raises:
         InputError: the input cannot be listed or holds no images.
+        InventoryError: the inventory report or key list is malformed.
         OutputError: the output cannot be listed or the run's folder is not empty.
         WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
         OnnxMismatchError: the ONNX file was exported from other weights or for another size.
     """
     input_uri = S3Uri.parse(config.input.uri)
-    extensions = config.input.extensions
     with timer.stage("list"):
-        if config.input.listing == "parallel":
-            if spark is None:
-                raise ValueError("a parallel listing needs the Spark session")
-            settings = s3_settings(config)
-            listing = list_images_in_parallel(
-                spark, client, settings, input_uri, extensions, labelled_only=labelled_only
-            )
-        else:
-            listing = list_images(client, input_uri, extensions, labelled_only=labelled_only)
+        listing = list_input(spark, client, config, labelled_only=labelled_only)
     log.info(
         "listed %d keys under %s: %d images, %d other keys skipped",
         listing.keys_listed,
@@ -144,7 +168,8 @@ def embed_images(
     fetch_threads: int,
     progress: ProgressEndpoint | None = None,
 ) -> DataFrame:
-    """Stage: ``path, label`` -> ``path, label, features, error``, reading S3 on the executors.
+    """Stage: ``path, label, etag`` -> ``path, label, etag, features, error``, reading S3 on the
+    executors.
 
     ``features`` is null exactly where ``error`` says why.
     """
@@ -155,6 +180,7 @@ def embed_images(
     return embedded.select(
         "path",
         "label",
+        "etag",
         F.col("_embedding.features").alias("features"),
         F.when(
             F.col("_embedding.features").isNull(),
@@ -163,26 +189,26 @@ def embed_images(
     )
 
 
-def check_rejects(images: int, rejected: list[tuple[str, str]], max_fraction: float) -> None:
-    """Log the rejects; fail when they exceed ``max_fraction`` of the images.
+def check_rejects(images: int, rejected: int, sample: list[tuple[str, str]], max_fraction: float) -> None:
+    """Log the rejects (``sample``: the first few); fail when they exceed ``max_fraction`` of the images.
 
     Raises:
         TooManyRejectsError: naming the counts and the setting.
     """
-    for path, reason in rejected[:10]:
+    for path, reason in sample:
         log.warning("rejected %s: %s", path, reason)
-    if len(rejected) > 10:
-        log.warning("... and %d more rejected images: see rejected.csv", len(rejected) - 10)
-    fraction = len(rejected) / images if images else 0.0
+    if rejected > len(sample):
+        log.warning("... and %d more rejected images: see %s/", rejected - len(sample), REJECTED_DIR)
+    fraction = rejected / images if images else 0.0
     if fraction > max_fraction:
         raise TooManyRejectsError(
-            f"{len(rejected)} of {images} images rejected ({fraction:.1%}), over "
-            f"max_rejected_fraction={max_fraction:g}; see rejected.csv"
+            f"{rejected} of {images} images rejected ({fraction:.1%}), over "
+            f"max_rejected_fraction={max_fraction:g}; see {REJECTED_DIR}/"
         )
     if rejected:
         log.warning(
             "%d of %d images rejected (%.1f%%), within max_rejected_fraction=%g",
-            len(rejected),
+            rejected,
             images,
             100 * fraction,
             max_fraction,
@@ -193,10 +219,9 @@ def check_rejects(images: int, rejected: list[tuple[str, str]], max_fraction: fl
 class Embedded:
     """The embed stage's outcome; ``frame`` is persisted until :meth:`unpersist`."""
 
-    frame: DataFrame  # path, label, features, error: every listed image
-    featurized: DataFrame  # path, label, features: the images with features
-    rejected: list[tuple[str, str]]
-    counts: Counts
+    frame: DataFrame  # path, label, etag, features, error: every listed image
+    featurized: DataFrame  # path, label, etag, features: the images with features
+    counts: Counts  # rejected and featurized once write_rejects has written them
     counters: EmbedCounters
     partitions: int
 
@@ -240,50 +265,64 @@ def embed_listing(
             if listing.frame is not None:
                 listing.frame.unpersist()  # the embedded rows are persisted and counted: the keys are done
     log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
-    try:
-        # The executors counted the images they could not featurize: with none, no query for them.
-        # (A retried task may count its rejects twice, never zero times.)
-        rejected: list[tuple[str, str]] = []
-        if counters.rejected.value:
-            failed = embedded.filter(F.col("features").isNull()).select("path", "error")
-            rejected = [(row["path"], row["error"]) for row in failed.collect()]
-    except BaseException:
-        embedded.unpersist()
-        raise
-    featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "features")
+    featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "etag", "features")
     counts = Counts(
         keys_listed=listing.keys_listed,
         keys_skipped=listing.skipped,
         images=images,
-        featurized=images - len(rejected),
-        rejected=len(rejected),
         model_images=counters.images.value,
         model_batches=counters.batches.value,
     )
     embed_seconds = timer.seconds["load_and_embed"]
     log.info(
-        "embedded %d images over %d partitions in %.1fs (%.2f images/s): %d featurized, %d rejected",
+        "embedded %d images over %d partitions in %.1fs (%.2f images/s)",
         images,
         partitions,
         embed_seconds,
         images / embed_seconds if embed_seconds else 0.0,
-        counts.featurized,
-        counts.rejected,
     )
-    return Embedded(embedded, featurized, rejected, counts, counters, partitions)
+    return Embedded(embedded, featurized, counts, counters, partitions)
 
 
-def check_embedded(embedded: Embedded, config: JobConfig) -> None:
-    """Fail the run when too little was featurized (the caller records the failure, rejects included).
+def write_rejects(embedded: Embedded, run_uri: S3Uri, settings: S3Settings) -> list[tuple[str, str]]:
+    """Write ``<run>/rejected/part-NNNNN.csv`` (``path,reason``) from the executors and count the
+    rejects exactly (``embedded.counts``); returns the first few, for the log.
+
+    The executors counted the images they could not featurize: with none, no query for them, and
+    one header-only part. (A retried task may count its rejects twice, never zero times.)
+    """
+    failed = embedded.frame.filter(F.col("features").isNull()).select("path", F.col("error").alias("reason"))
+    if not embedded.counters.rejected.value:
+        failed = failed.limit(0)
+    parts = write_parts(failed, run_uri, settings, REJECTED_DIR, "csv")
+    rejected = sum(part.rows for part in parts)
+    embedded.counts.rejected = rejected
+    embedded.counts.featurized = embedded.counts.images - rejected
+    sample = (
+        [(row["path"], row["reason"]) for row in failed.limit(REJECTS_LOGGED).collect()] if rejected else []
+    )
+    log.info(
+        "%d featurized, %d rejected (%s)",
+        embedded.counts.featurized,
+        rejected,
+        run_uri.join(REJECTED_DIR),
+    )
+    return sample
+
+
+def check_embedded(embedded: Embedded, sample: list[tuple[str, str]], config: JobConfig) -> None:
+    """Fail the run when too little was featurized (the caller records the failure).
 
     Raises:
         TooManyRejectsError: over ``max_rejected_fraction``.
         PipelineError: nothing could be featurized.
     """
-    images = embedded.counts.images
-    check_rejects(images, embedded.rejected, config.max_rejected_fraction)
-    if embedded.counts.featurized == 0:
-        raise PipelineError(f"none of the {images} images under {config.input.uri} could be featurized")
+    counts = embedded.counts
+    check_rejects(counts.images, counts.rejected, sample, config.max_rejected_fraction)
+    if counts.featurized == 0:
+        raise PipelineError(
+            f"none of the {counts.images} images under {config.input.uri} could be featurized"
+        )
 
 
 def run_embed_stage(
@@ -293,19 +332,20 @@ def run_embed_stage(
     *,
     timer: StageTimer,
     manifest: RunManifest,
-    rejected: list[tuple[str, str]],
+    run_uri: S3Uri,
     cleanup: ExitStack,
 ) -> Embedded:
     """The embed stage as both jobs run it: embed the listed images, keep them persisted until
-    ``cleanup`` closes, record the counts and the engines the executors ran in ``manifest``, add the
-    rejects to ``rejected``, and fail when too few were featurized (:func:`check_embedded`)."""
+    ``cleanup`` closes, write the rejects under ``<run>/rejected/`` from the executors, record the
+    counts and the engines the executors ran in ``manifest``, and fail when too few were featurized
+    (:func:`check_embedded`)."""
     embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
     cleanup.callback(embedded.unpersist)
     checked.model.executors = dict(embedded.counters.engines.value)
     checked.model.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
     manifest.counts = embedded.counts
-    rejected.extend(embedded.rejected)
-    check_embedded(embedded, config)
+    sample = write_rejects(embedded, run_uri, s3_settings(config))
+    check_embedded(embedded, sample, config)
     return embedded
 
 
