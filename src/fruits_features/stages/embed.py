@@ -230,6 +230,16 @@ class Embedded:
         self.frame.unpersist()
 
 
+def listed_keys(spark: SparkSession, listing: Listing, partitions: int) -> DataFrame:
+    """The listed images as ``path, label, etag`` over ``partitions`` partitions of contiguous, sorted
+    ranges of paths: from the driver's list, or, for a listing on the executors, by ranging its
+    frame (a shuffle of the keys only; the driver never holds them)."""
+    if listing.frame is None:
+        return keys_frame(spark, listing.images, partitions)
+    images_listed = listing.frame.filter(F.col("label").isNotNull())
+    return images_listed.repartitionByRange(partitions, "path").sortWithinPartitions("path")
+
+
 def embed_listing(
     spark: SparkSession, config: JobConfig, spec: EmbedSpec, listing: Listing, timer: StageTimer
 ) -> Embedded:
@@ -245,11 +255,7 @@ def embed_listing(
         config.spark.partitions,
     )
     counters = EmbedCounters.create(spark.sparkContext)
-    if listing.frame is not None:  # listed on the executors: ranges of paths, as a sorted list is
-        images_listed = listing.frame.filter(F.col("label").isNotNull())
-        keys = images_listed.repartitionByRange(partitions, "path").sortWithinPartitions("path")
-    else:
-        keys = keys_frame(spark, listing.images, partitions)
+    keys = listed_keys(spark, listing, partitions)
     interval = config.progress_interval_seconds
     with progress.image_progress("embed", total, interval, spark.sparkContext) as endpoint:
         embedded = embed_images(keys, spec, counters, config.s3.fetch_threads, endpoint)
