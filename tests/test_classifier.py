@@ -186,7 +186,7 @@ def test_classifier_is_off_by_default_and_on_in_the_local_config() -> None:
     assert load_config(ROOT / "conf" / "emr.yaml").classifier.model_transfer == "hadoop"
 
 
-def test_staging_the_model_on_the_driver_is_refused_on_a_cluster() -> None:
+def test_staging_the_model_without_a_shared_folder_is_refused_on_a_cluster() -> None:
     data = {
         "input": {"uri": "s3://b-in/x/"},
         "output": {"uri": "s3://b-out/y/"},
@@ -194,7 +194,7 @@ def test_staging_the_model_on_the_driver_is_refused_on_a_cluster() -> None:
     }
     check_model_transfer(build_config(data), "local[4]")
     check_model_transfer(build_config(data), "local-cluster[2,1,1024]")
-    with pytest.raises(ConfigError, match=r"classifier\.model_transfer': boto3 stages the model"):
+    with pytest.raises(ConfigError, match=r"classifier\.staging_dir': unset, .* with master 'yarn'"):
         check_model_transfer(build_config(data), "yarn")
     data["classifier"]["model_transfer"] = "hadoop"
     check_model_transfer(build_config(data), "yarn")

@@ -281,13 +281,17 @@ class ClassifierConfig(_Section):
     )
     model_transfer: Literal["boto3", "hadoop"] = Field(
         "boto3",
-        description="How the fitted pipeline reaches `<run>/model/`: `boto3` saves it with Spark's writer to "
-        "a folder on the driver's disk and uploads it (local mode and one EC2 machine, whose executors share "
-        "that disk; refused, exit 2, for any other master); `hadoop` lets Spark write and read the `s3://` "
+        description="How the fitted pipeline reaches `<run>/model/` and back: `boto3` saves it with Spark's "
+        "writer to a staging folder, checks that the driver sees every file, and uploads it (local mode, one "
+        "EC2 machine; any other master needs `staging_dir`); `hadoop` lets Spark write and read the `s3://` "
         "URI itself (EMRFS on EMR).",
     )
     staging_dir: str | None = Field(
-        None, description="Where `boto3` stages the model; unset: the system's temporary folder."
+        None,
+        description="Where `boto3` stages the model; unset: the temporary folder, but refused (exit 2) with "
+        "a master other than `local[...]`, whose executors write and read it: there, an absolute path that "
+        "the driver and every executor see as one folder (a shared mount; any folder when the workers run on "
+        "the driver's machine). A save whose files the driver does not find there fails, naming this key.",
     )
 
 
