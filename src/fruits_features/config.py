@@ -121,6 +121,12 @@ class OutputConfig(_Section):
     kms_key_id: str | None = Field(
         None, description="The KMS key for `aws:kms` (id, ARN or alias); unset: the AWS managed key."
     )
+    incremental_base: bool = Field(
+        True,
+        description="Also write what a later incremental run needs: `embeddings/` (path, label, ETag and the "
+        "2048 features of every featurized image, Parquet, about 8 KB an image) and `model/` (the fitted "
+        "scaler + PCA, with the classifier when there is one).",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -373,6 +379,24 @@ class S3Config(_Section):
     )
 
 
+class IncrementalConfig(_Section):
+    """An incremental run: featurize only what a previous run has not."""
+
+    previous_run: str | None = Field(
+        None,
+        description="A run id under `output.uri`, or the `s3://` URI of a run folder, written with "
+        "`output.incremental_base`: only the images it does not hold (new keys, or an ETag that changed) "
+        "are featurized; the images no longer listed are left out. Unset: a full run.",
+    )
+    mode: Literal["apply", "refit"] = Field(
+        "apply",
+        description="`apply`: the previous run's scaler + PCA (+ classifier) project the new images, and the "
+        "unchanged ones keep their components exactly, so every row is comparable with the previous run. "
+        "`refit`: StandardScaler + PCA (+ classifier) are fitted again on all the images, the unchanged "
+        "ones from the previous run's `embeddings/`.",
+    )
+
+
 class JobConfig(_Section):
     """The whole job's configuration."""
 
@@ -384,6 +408,7 @@ class JobConfig(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     s3: S3Config = Field(default_factory=S3Config)
+    incremental: IncrementalConfig = Field(default_factory=IncrementalConfig)
     max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.05,
         description="A run whose rejected images exceed this fraction of the listed images fails (exit 5, no "

@@ -137,7 +137,11 @@ class RunManifest:
     model: EngineSection | None = None
     scoring_model: dict[str, Any] | None = None  # scoring: the saved model's URI and model.json
     counts: Counts = field(default_factory=Counts)
+    incremental: dict[str, Any] | None = (
+        None  # an incremental run: the previous run, the mode, what was reused
+    )
     pca: PcaSection | None = None
+    embeddings: str | None = None  # output.incremental_base: the embeddings/ folder
     classifier: dict[str, Any] | None = None
     report: str | None = None
     timings_seconds: dict[str, float] = field(default_factory=dict)

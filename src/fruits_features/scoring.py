@@ -71,6 +71,11 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
     check_model_transfer(config, spark.sparkContext.master or "")
     with timer.stage("model_info"):
         info = read_model_info(client, model_uri)
+    if not info.labels:
+        raise ModelUnavailableError(
+            f"{model_uri} holds the scaler + PCA of run {info.run_id} but no classifier: score with the "
+            "model/ of a run with classifier.enabled"
+        )
     manifest = RunManifest("scoring", run_id, config.input.uri, str(run_uri), config.to_dict())
     manifest.scoring_model = {
         "uri": str(model_uri),

@@ -5,6 +5,7 @@ Layout under ``<output>/<run id>/``::
     features/part-00000.csv ...   header row + path,label,pc_1..pc_k; one part per non-empty partition
                                   (output.format parquet: part-00000.parquet, the same columns)
     predictions/part-00000.csv    with the classifier: path,label,split,predicted,probability
+    embeddings/part-00000.parquet with output.incremental_base: path,label,etag,features (2048 floats)
     model/                        with the classifier: the fitted scaler + PCA + classifier, model.json
     metrics.json                  with the classifier: accuracy, macro F1, per-class metrics, confusions
     report/index.html, *.png      the report (unless report.enabled is false)
@@ -16,6 +17,7 @@ Layout under ``<output>/<run id>/``::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import mimetypes
@@ -29,9 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark import TaskContext
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StringType, StructType
 
-from fruits_features.io.s3 import S3Settings, s3_client, write_object
+from fruits_features.io.s3 import S3Settings, iter_keys, read_object, s3_client, write_object
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import RunManifest
 
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
+EMBEDDINGS_DIR = "embeddings"
 PREDICTIONS_DIR = "predictions"
 MODEL_DIR = "model"
 REPORT_DIR = "report"
@@ -136,6 +140,59 @@ def write_parts(
         write_object(s3_client(settings), uri, body, CONTENT_TYPES[fmt])
         parts = [WrittenPart(uri=str(uri), rows=0)]
     return sorted(parts, key=lambda part: part.uri)
+
+
+def part_uris(client: S3Client, folder_uri: S3Uri) -> list[str]:
+    """The part files (``part-NNNNN.csv`` or ``.parquet``) under ``<run>/<folder>/``, sorted.
+
+    Raises:
+        InputError: the folder cannot be listed.
+    """
+    names = (f"{folder_uri.prefix}part-",)
+    return sorted(
+        str(S3Uri(folder_uri.bucket, key))
+        for key in iter_keys(client, folder_uri)
+        if key.startswith(names) and key.endswith((".csv", ".parquet"))
+    )
+
+
+def _read_partition(
+    frames: Iterable[pd.DataFrame], settings: S3Settings, columns: list[str], strings: list[str]
+) -> Iterator[pd.DataFrame]:
+    client = s3_client(settings)
+    for frame in frames:
+        for uri in frame["uri"]:
+            body = io.BytesIO(read_object(client, S3Uri.parse(uri)))
+            if uri.endswith(".parquet"):
+                yield pd.read_parquet(body, columns=columns)
+            else:  # the text columns as written ("NA" is a label, not a missing value); floats exact
+                yield pd.read_csv(
+                    body,
+                    usecols=columns,
+                    dtype=dict.fromkeys(strings, str),
+                    keep_default_na=False,
+                    float_precision="round_trip",
+                )[columns]
+
+
+def read_parts(
+    spark: SparkSession, client: S3Client, folder_uri: S3Uri, schema: StructType, settings: S3Settings
+) -> DataFrame:
+    """The part files a run wrote under ``folder_uri``, read back by the executors (a task per few
+    files) as a DataFrame of ``schema``'s columns: only those are read from Parquet parts, and
+    CSV floats come back to the bit.
+
+    Raises:
+        InputError: the folder cannot be listed.
+    """
+    uris = part_uris(client, folder_uri)
+    columns = [f.name for f in schema.fields]
+    strings = [f.name for f in schema.fields if f.dataType == StringType()]
+    slices = max(1, min(len(uris), 4 * spark.sparkContext.defaultParallelism))
+    files = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris], slices), "uri string")
+    return files.mapInPandas(
+        lambda frames: _read_partition(frames, settings, columns, strings), schema=schema
+    )
 
 
 def json_bytes(data: Any) -> bytes:

@@ -316,16 +316,18 @@ def write_rejects(embedded: Embedded, run_uri: S3Uri, settings: S3Settings) -> l
     return sample
 
 
-def check_embedded(embedded: Embedded, sample: list[tuple[str, str]], config: JobConfig) -> None:
+def check_embedded(
+    embedded: Embedded, sample: list[tuple[str, str]], config: JobConfig, *, allow_none: bool = False
+) -> None:
     """Fail the run when too little was featurized (the caller records the failure).
 
     Raises:
         TooManyRejectsError: over ``max_rejected_fraction``.
-        PipelineError: nothing could be featurized.
+        PipelineError: nothing could be featurized (unless ``allow_none`` and there was nothing to).
     """
     counts = embedded.counts
     check_rejects(counts.images, counts.rejected, sample, config.max_rejected_fraction)
-    if counts.featurized == 0:
+    if counts.featurized == 0 and not (allow_none and counts.images == 0):
         raise PipelineError(
             f"none of the {counts.images} images under {config.input.uri} could be featurized"
         )
@@ -340,18 +342,19 @@ def run_embed_stage(
     manifest: RunManifest,
     run_uri: S3Uri,
     cleanup: ExitStack,
+    allow_none: bool = False,
 ) -> Embedded:
     """The embed stage as both jobs run it: embed the listed images, keep them persisted until
     ``cleanup`` closes, write the rejects under ``<run>/rejected/`` from the executors, record the
     counts and the engines the executors ran in ``manifest``, and fail when too few were featurized
-    (:func:`check_embedded`)."""
+    (:func:`check_embedded`; ``allow_none``: an incremental run may have no new image)."""
     embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
     cleanup.callback(embedded.unpersist)
     checked.model.executors = dict(embedded.counters.engines.value)
     checked.model.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
     manifest.counts = embedded.counts
     sample = write_rejects(embedded, run_uri, s3_settings(config))
-    check_embedded(embedded, sample, config)
+    check_embedded(embedded, sample, config, allow_none=allow_none)
     return embedded
 
 

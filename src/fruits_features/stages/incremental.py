@@ -1,0 +1,364 @@
+"""Incremental runs: featurize only the images a previous run does not hold.
+
+A run written with ``output.incremental_base`` holds ``embeddings/`` (path, label, ETag and the
+features of every image it featurized) and ``model/`` (its fitted scaler + PCA, with the
+classifier when it had one). Against such a run, the listed images split three ways
+(:func:`plan_increment`): **new** (a path it does not hold), **changed** (an ETag other than the one
+it recorded; a listing without ETags, a key list, sees no change) and **unchanged**. Only the new
+and changed images go through the embed stage. Then, as ``incremental.mode`` says:
+
+- ``apply``: the previous run's fitted pipeline, loaded and checked as the scoring job loads it
+  (:mod:`fruits_features.stages.model_store`), projects the new images (and, with a classifier,
+  predicts them); the unchanged images keep the components the previous run wrote, read back from
+  its ``features/`` to the bit;
+- ``refit``: the unchanged images' features come from the previous ``embeddings/``, and the
+  reduction (and the classifier) are fitted on every image, as in a full run.
+
+Either way the run writes its own ``embeddings/`` and ``model/`` for every image listed, so it is
+the base of the next increment. The images the previous run held but the listing no longer has
+are left out (counted as ``removed``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
+
+from fruits_features.config import JobConfig
+from fruits_features.errors import InputError
+from fruits_features.features.engines import FEATURE_DIM
+from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.listing import Listing
+from fruits_features.io.loading import keys_frame
+from fruits_features.io.outputs import (
+    EMBEDDINGS_DIR,
+    FEATURES_DIR,
+    MANIFEST_FILE,
+    MODEL_DIR,
+    PREDICTIONS_DIR,
+    SUCCESS_FILE,
+    WrittenPart,
+    read_parts,
+    write_parts,
+)
+from fruits_features.io.s3 import describe_error, iter_keys, read_object
+from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import utc_now
+from fruits_features.settings import s3_settings
+from fruits_features.stages.classify import with_predictions
+from fruits_features.stages.model_store import (
+    ModelInfo,
+    ModelMismatchError,
+    check_compatible,
+    load_model,
+    read_model_info,
+    save_model,
+)
+from fruits_features.stages.reduce import (
+    COMPONENTS_COL,
+    VECTOR_COL,
+    Reduction,
+    component_names,
+    components_to_columns,
+    project,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_SCHEMA = StructType(
+    [
+        StructField("path", StringType()),
+        StructField("label", StringType()),
+        StructField("etag", StringType()),
+        StructField("features", ArrayType(FloatType())),
+    ]
+)
+_STATUS = "_status"
+
+
+class PreviousRunError(InputError):
+    """The previous run of an incremental run cannot be had, or cannot be its base (exit code 3)."""
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """A finished run written with ``output.incremental_base``, and its fitted model's description."""
+
+    uri: S3Uri
+    manifest: dict[str, Any]
+    model: ModelInfo
+
+    @property
+    def run_id(self) -> str:
+        """The previous run's id."""
+        return str(self.manifest.get("run_id", ""))
+
+
+def previous_run_uri(config: JobConfig) -> S3Uri | None:
+    """``incremental.previous_run`` as a run folder: an ``s3://`` URI as it is, a run id under
+    ``output.uri``; ``None`` for a full run."""
+    value = config.incremental.previous_run
+    if value is None:
+        return None
+    return S3Uri.parse(value) if value.startswith("s3://") else S3Uri.parse(config.output.uri).join(value)
+
+
+def read_previous_run(client: S3Client, uri: S3Uri, config: JobConfig) -> PreviousRun:
+    """Read and check the previous run: finished, written with ``output.incremental_base``, its
+    images embedded as this run would embed them (the same weights file and image size).
+
+    Raises:
+        PreviousRunError: it cannot be read, did not finish, or holds no ``embeddings/``.
+        ModelMismatchError: other weights or another image size (exit 2).
+    """
+    try:
+        manifest = json.loads(read_object(client, uri.join(MANIFEST_FILE)))
+        client.head_object(Bucket=uri.bucket, Key=uri.join(SUCCESS_FILE).key)
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        raise PreviousRunError(
+            f"incremental.previous_run {uri}: no finished run there ({describe_error(exc)}: "
+            f"{MANIFEST_FILE} and {SUCCESS_FILE} are needed)"
+        ) from exc
+    except ValueError as exc:
+        raise PreviousRunError(f"incremental.previous_run {uri}: {MANIFEST_FILE} is not JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("job") != "features" or not manifest.get("embeddings"):
+        raise PreviousRunError(
+            f"incremental.previous_run {uri} is not a feature run written with output.incremental_base "
+            f"(its {MANIFEST_FILE} names no embeddings/)"
+        )
+    previous = PreviousRun(uri, manifest, read_model_info(client, uri.join(MODEL_DIR)))
+    settings = s3_settings(config)
+    check_compatible(
+        previous.model,
+        config.model.weights,
+        weights_sha256(config.model.weights, settings),
+        str(uri.join(MODEL_DIR)),
+    )
+    if previous.model.image_size != config.model.image_size:
+        raise ModelMismatchError(
+            f"model.image_size={config.model.image_size}, but the previous run {uri} embedded its images at "
+            f"{previous.model.image_size}px: set model.image_size={previous.model.image_size}"
+        )
+    return previous
+
+
+@dataclass
+class Increment:
+    """What an incremental run does against its previous run (the frames persisted until released).
+
+    Attributes:
+        previous: the base run.
+        to_embed: the listing of the new and changed images, for the embed stage.
+        unchanged: ``path`` of the listed images the previous run holds as they are.
+        counts: ``new``, ``changed``, ``unchanged``, ``removed``.
+    """
+
+    previous: PreviousRun
+    to_embed: Listing
+    unchanged: DataFrame
+    counts: dict[str, int]
+    statuses: DataFrame
+
+    def release(self) -> None:
+        """Unpersist the frames."""
+        self.statuses.unpersist()
+
+    def section(self, mode: str) -> dict[str, Any]:
+        """The manifest's ``incremental`` section."""
+        return {"previous_run": str(self.previous.uri), "mode": mode, **self.counts}
+
+
+def change_status(listed: DataFrame, previous_index: DataFrame) -> DataFrame:
+    """``listed`` (``path, label, etag``) with ``_status``: ``new``, ``changed`` or ``unchanged``
+    against ``previous_index`` (``path, etag``). An ETag missing on either side is no change."""
+    held = previous_index.select("path", F.col("etag").alias("_previous_etag"), F.lit(True).alias("_held"))
+    joined = listed.join(held, "path", "left")
+    changed = (
+        F.col("etag").isNotNull()
+        & F.col("_previous_etag").isNotNull()
+        & (F.col("etag") != F.col("_previous_etag"))
+    )
+    status = F.when(F.col("_held").isNull(), "new").when(changed, "changed").otherwise("unchanged")
+    return joined.select("path", "label", "etag", status.alias(_STATUS))
+
+
+def plan_increment(
+    spark: SparkSession, client: S3Client, config: JobConfig, listing: Listing, previous: PreviousRun
+) -> Increment:
+    """Split the listed images against the previous run (see the module's notes); one aggregation
+    counts them, and the previous run's index is read by the executors (``path, etag`` only).
+
+    The caller releases the returned :class:`Increment`; the listing's frame is released here.
+    """
+    settings = s3_settings(config)
+    if listing.frame is not None:
+        listed = listing.frame.filter(F.col("label").isNotNull())
+    else:
+        listed = keys_frame(spark, listing.images, spark.sparkContext.defaultParallelism)
+    index_schema = StructType([StructField("path", StringType()), StructField("etag", StringType())])
+    index = read_parts(spark, client, previous.uri.join(EMBEDDINGS_DIR), index_schema, settings)
+    statuses = change_status(listed, index).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {"new": 0, "changed": 0, "unchanged": 0}
+        counts.update(
+            {row[_STATUS]: int(row["count"]) for row in statuses.groupBy(_STATUS).count().collect()}
+        )
+        counts["removed"] = index.count() - counts["changed"] - counts["unchanged"]
+    except BaseException:
+        statuses.unpersist()
+        raise
+    if listing.frame is not None:
+        listing.frame.unpersist()  # the statuses hold what this run needs of the listing
+    to_embed = statuses.filter(F.col(_STATUS) != "unchanged").drop(_STATUS)
+    embed_count = counts["new"] + counts["changed"]
+    log.info(
+        "against %s: %d new, %d changed, %d unchanged images (%d no longer listed)",
+        previous.uri,
+        counts["new"],
+        counts["changed"],
+        counts["unchanged"],
+        counts["removed"],
+    )
+    return Increment(
+        previous=previous,
+        to_embed=Listing(images=[], keys_listed=embed_count, skipped=0, frame=to_embed),
+        unchanged=statuses.filter(F.col(_STATUS) == "unchanged").select("path"),
+        counts=counts,
+        statuses=statuses,
+    )
+
+
+def with_unchanged(
+    spark: SparkSession, client: S3Client, config: JobConfig, increment: Increment, featurized: DataFrame
+) -> DataFrame:
+    """``featurized`` (``path, label, etag, features``: this run's images) and the unchanged images'
+    rows of the previous run's ``embeddings/``: every listed image's features."""
+    previous = read_parts(
+        spark, client, increment.previous.uri.join(EMBEDDINGS_DIR), EMBEDDINGS_SCHEMA, s3_settings(config)
+    )
+    kept = previous.join(increment.unchanged, "path", "left_semi")
+    return kept.unionByName(featurized.select(*EMBEDDINGS_SCHEMA.fieldNames()))
+
+
+def write_embeddings(featurized: DataFrame, run_uri: S3Uri, config: JobConfig) -> list[WrittenPart]:
+    """``<run>/embeddings/part-NNNNN.parquet``: ``path, label, etag, features`` from the executors."""
+    columns = featurized.select(*EMBEDDINGS_SCHEMA.fieldNames())
+    return write_parts(columns, run_uri, s3_settings(config), EMBEDDINGS_DIR, "parquet")
+
+
+def save_reduction(
+    spark: SparkSession,
+    client: S3Client,
+    config: JobConfig,
+    *,
+    run_id: str,
+    reduction: Reduction,
+    run_uri: S3Uri,
+) -> None:
+    """Save the fitted scaler + PCA alone under ``<run>/model/`` (no classifier: no labels), the
+    base of an incremental run when there is no classifier to save it with."""
+    info = ModelInfo(
+        image_size=config.model.image_size,
+        weights=config.model.weights,
+        weights_sha256=weights_sha256(config.model.weights, s3_settings(config)),
+        feature_dim=FEATURE_DIM,
+        k=reduction.k,
+        variance_target=reduction.variance_target,
+        labels=(),
+        run_id=run_id,
+        trained_at=utc_now(),
+        spark_version=spark.version,
+    )
+    save_model(
+        reduction.model,
+        info,
+        run_uri.join(MODEL_DIR),
+        client,
+        transfer=config.classifier.model_transfer,
+        staging_dir=config.classifier.staging_dir,
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``incremental.mode: apply`` wrote: the feature parts, and the prediction parts if any."""
+
+    features: list[WrittenPart]
+    predictions: list[WrittenPart]
+    k: int
+
+
+def apply_previous(
+    spark: SparkSession,
+    client: S3Client,
+    config: JobConfig,
+    increment: Increment,
+    *,
+    featurized: DataFrame,
+    run_uri: S3Uri,
+) -> Applied:
+    """``incremental.mode: apply``: project this run's images with the previous run's fitted
+    pipeline, keep the unchanged images' components as the previous run wrote them, write both as
+    ``features/``; with the previous classifier, write the new images' ``predictions/``; copy the
+    previous ``model/`` so that this run is a base in turn."""
+    previous = increment.previous
+    settings = s3_settings(config)
+    model = load_model(
+        previous.uri.join(MODEL_DIR),
+        client,
+        transfer=config.classifier.model_transfer,
+        staging_dir=config.classifier.staging_dir,
+    )
+    stages = list(model.stages)
+    # The reduction ends with the stage that writes the components; the classifier follows it.
+    end = next(i for i, stage in enumerate(stages) if stage.getOrDefault("outputCol") == COMPONENTS_COL) + 1
+    reduction = Reduction(
+        PipelineModel(stages=stages[:end]), previous.model.k, previous.model.variance_target
+    )
+    names = component_names(reduction.k)
+    schema = StructType(
+        [StructField("path", StringType()), StructField("label", StringType())]
+        + [StructField(name, DoubleType()) for name in names]
+    )
+    kept = read_parts(spark, client, previous.uri.join(FEATURES_DIR), schema, settings).join(
+        increment.unchanged, "path", "left_semi"
+    )
+    projected = components_to_columns(
+        project(featurized.select("path", "label", "features"), reduction), reduction.k
+    )
+    features = write_parts(kept.unionByName(projected), run_uri, settings, FEATURES_DIR, config.output.format)
+    predictions: list[WrittenPart] = []
+    if stages[end:]:  # the previous run's classifier: the scoring job's way to predict
+        vectors = featurized.select("path", "label", array_to_vector(F.col("features")).alias(VECTOR_COL))
+        scored = with_predictions(vectors, [model])
+        predictions = write_parts(scored, run_uri, settings, PREDICTIONS_DIR, config.output.format)
+    if config.output.incremental_base:
+        copy_folder(client, previous.uri.join(MODEL_DIR), run_uri.join(MODEL_DIR))
+    return Applied(features, predictions, reduction.k)
+
+
+def copy_folder(client: S3Client, source: S3Uri, target: S3Uri) -> int:
+    """Copy every object under ``source`` to ``target`` inside S3 (server-side); returns the count."""
+    count = 0
+    for key in iter_keys(client, source):
+        relative = key[len(source.prefix) :]
+        destination = target.join(relative)
+        client.copy_object(
+            Bucket=destination.bucket, Key=destination.key, CopySource={"Bucket": source.bucket, "Key": key}
+        )
+        count += 1
+    return count
