@@ -4,7 +4,7 @@
         [--input s3://BUCKET/NEW/] [--output s3://BUCKET/SCORES/] [--run-id ID] \
         [--set section.key=value ...]
 
-Writes <output>/<run id>/predictions/part-*.csv (path,label,predicted,probability), rejected.csv,
+Writes <output>/<run id>/predictions/part-*.csv (path,label,predicted,probability), rejected/,
 manifest.json and _SUCCESS. The images are embedded at the model's image size; model.weights must
 be the same weights file the model was trained with.
 

@@ -195,8 +195,17 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"  PCA k={pca['k']}         {100 * cumulative[-1]:.1f}% of the variance explained"
         f" (first component {100 * pca['explained_variance'][0]:.1f}%){chosen}",
     ]
+    increment = manifest.get("incremental")
+    if increment:
+        lines.append(
+            f"  incremental      {increment['mode']} on {increment['previous_run']}: {increment['new']} new, "
+            f"{increment['changed']} changed, {increment['unchanged']} unchanged, "
+            f"{increment['removed']} removed"
+        )
     classifier = manifest.get("classifier")
-    if classifier and classifier.get("status") == "trained":
+    if classifier and classifier.get("status") == "applied":
+        lines.append(f"  classifier       the previous run's, applied: {classifier['predictions']}")
+    elif classifier and classifier.get("status") == "trained":
         lines += [
             f"  classifier       accuracy {100 * classifier['accuracy']:.1f}%, macro F1 "
             f"{classifier['macro_f1']:.3f} on {classifier['test_images']} test images "

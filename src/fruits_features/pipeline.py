@@ -128,7 +128,12 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
                     "status": "applied",
                     "predictions": f"{run_uri.join(PREDICTIONS_DIR)}/",
                 }
-            log.info("applied the pipeline of %s: %d rows under %s", increment.previous.uri, rows, run_uri)
+            log.info(
+                "applied the fit of %s: %d rows under %s (no report: the previous run's describes the fit)",
+                increment.previous.uri,
+                rows,
+                run_uri,
+            )
             manifest.succeed()
             record_run(manifest, spark, embedded, timer, started)
             finish_run(client, run_uri, manifest)
