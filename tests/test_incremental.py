@@ -184,3 +184,32 @@ def test_change_status_tells_new_changed_and_unchanged_apart(spark) -> None:
         "c": "new",
         "d": "unchanged",
     }  # no ETag listed: no change
+
+
+def test_the_summary_names_the_increment_and_the_applied_classifier() -> None:
+    from fruits_features.cli import summary_lines
+
+    manifest = {
+        "run_id": "second",
+        "output": "s3://b/features/second",
+        "counts": {"keys_listed": 7, "keys_skipped": 0, "images": 3, "featurized": 3, "rejected": 0},
+        "timings_seconds": {"load_and_embed": 1.5, "total": 9.0},
+        "pca": {
+            "k": 3,
+            "explained_variance": [0.5, 0.2, 0.1],
+            "cumulative_explained_variance": [0.5, 0.7, 0.8],
+        },
+        "incremental": {
+            "previous_run": "s3://b/features/first",
+            "mode": "apply",
+            "new": 2,
+            "changed": 1,
+            "unchanged": 4,
+            "removed": 1,
+        },
+        "classifier": {"status": "applied", "predictions": "s3://b/features/second/predictions/"},
+    }
+    text = "\n".join(summary_lines(manifest))
+    assert "incremental      apply on s3://b/features/first: 2 new, 1 changed, 4 unchanged, 1 removed" in text
+    assert "classifier       the previous run's, applied: s3://b/features/second/predictions/" in text
+    assert "classifier       skipped" not in text
