@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -22,19 +23,24 @@ def job_command(
     master: str = "local[2]",
     config: str | Path = LOCAL_CONFIG,
     driver_memory: str | None = None,
+    conf: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``spark-submit [--driver-memory M] --master MASTER jobs/<job>.py --config CONFIG ARGS...``.
+    """``spark-submit --master MASTER [--driver-memory M] [--conf K=V ...] jobs/<job>.py --config C ...``.
 
     Args:
         job: ``extract_features`` or ``score``.
         args: the job's own arguments after ``--config``.
+        conf: Spark properties for spark-submit's ``--conf``, e.g.
+            ``spark.executorEnv.AWS_ENDPOINT_URL_S3`` for the executors of a non-local master.
     """
     memory = ["--driver-memory", driver_memory] if driver_memory else []
+    properties = [item for key, value in (conf or {}).items() for item in ("--conf", f"{key}={value}")]
     return [
         str(SPARK_SUBMIT),
         "--master",
         master,
         *memory,
+        *properties,
         str(JOBS / f"{job}.py"),
         "--config",
         str(config),

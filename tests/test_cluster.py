@@ -1,0 +1,201 @@
+"""The feature job and the scoring job on a real Spark standalone cluster (a master and two workers
+on 127.0.0.1, each worker its own JVM with one executor), through ``spark-submit --master spark://``,
+against the local S3 endpoint: what a non-local master changes is exercised here, not only on EMR.
+
+- the executors reach S3 only through ``spark.executorEnv.AWS_ENDPOINT_URL_S3`` (the workers'
+  environment has credentials but no endpoint);
+- both workers' executors run tasks (Spark's event log says which executor ran each task);
+- the classifier's model goes through ``classifier.model_transfer: boto3`` with a
+  ``classifier.staging_dir`` that driver and executors share (all run on this machine), and is
+  refused without one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conftest import sample_classes, spark_submit, upload_sample
+from fruits_features.dev.local_s3 import download_tree
+from fruits_features.io.uri import S3Uri
+from fruits_features.stages.model_store import staged_pipeline_gaps
+
+pytestmark = pytest.mark.integration
+
+CLASSES = sample_classes(6)  # 12 images: 6 train the classifier, 6 test it
+IMAGE_SIZE = 64
+K = 5
+PARTITIONS = 4  # the embed stage's tasks: two per executor (unset, 12 images would make one)
+
+
+def job_args(bucket: str, run_id: str, weights: str, onnx: str, staging: Path | None) -> list[str]:
+    """The arguments both jobs share: the bucket's folders, the run id, the model at 64 px."""
+    settings = [
+        f"model.weights={weights}",
+        f"model.onnx={onnx}",
+        f"model.image_size={IMAGE_SIZE}",
+        f"pca.k={K}",
+        f"spark.partitions={PARTITIONS}",
+        "classifier.enabled=true",
+        "classifier.model_transfer=boto3",
+        "report.enabled=false",
+    ]
+    if staging is not None:
+        settings.append(f"classifier.staging_dir={staging}")
+    return [
+        *("--input", f"s3://{bucket}/images/", "--run-id", run_id),
+        *[item for setting in settings for item in ("--set", setting)],
+    ]
+
+
+def cluster_conf(endpoint: str, events: Path) -> dict[str, str]:
+    """What a non-local master needs (the S3 endpoint for the executors), plus an event log that
+    records which executor ran each task, and a start once both executors are registered."""
+    return {
+        "spark.executorEnv.AWS_ENDPOINT_URL_S3": endpoint,
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": events.as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+
+
+def submit(job: str, args: list[str], master: str, conf: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return spark_submit(*args, master=master, conf=conf, job=job, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+
+
+def tasks_per_worker(events: Path) -> dict[str, int]:
+    """Successful tasks per worker (its web UI's port, from its executor's log URLs) in the one
+    application whose event log is in ``events``."""
+    (log,) = [p for p in events.rglob("*") if p.is_file()]
+    worker_of: dict[str, str] = {}
+    tasks: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event["Event"] == "SparkListenerExecutorAdded":
+            url = event["Executor Info"]["Log Urls"]["stderr"]
+            worker_of[event["Executor ID"]] = re.match(r"http://[^/]+:(\d+)/", url).group(1)  # type: ignore[union-attr]
+        elif event["Event"] == "SparkListenerTaskEnd" and event["Task End Reason"]["Reason"] == "Success":
+            worker = worker_of[event["Task Info"]["Executor ID"]]
+            tasks[worker] = tasks.get(worker, 0) + 1
+    return tasks
+
+
+def read_parts(folder: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(p, keep_default_na=False) for p in sorted(folder.glob("part-*.csv"))]
+    return pd.concat(frames, ignore_index=True).sort_values("path").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(
+    standalone_cluster: str,
+    s3_endpoint: str,
+    s3,
+    weights: str,
+    onnx_file_64: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """The feature job, then the scoring job with its model, both on the cluster."""
+    bucket = "cluster-run"
+    s3.create_bucket(Bucket=bucket)
+    uploaded = upload_sample(s3, bucket, "images", CLASSES)
+    staging = tmp_path_factory.mktemp("model-staging")
+    runs: dict[str, Any] = {"bucket": bucket, "uploaded": uploaded, "staging": staging}
+    for job, run_id, extra in [
+        ("extract_features", "train", ["--output", f"s3://{bucket}/features/"]),
+        (
+            "score",
+            "score",
+            ["--output", f"s3://{bucket}/scores/", "--model", f"s3://{bucket}/features/train/model/"],
+        ),
+    ]:
+        events = tmp_path_factory.mktemp(f"events-{run_id}")
+        result = submit(
+            job,
+            [*job_args(bucket, run_id, weights, onnx_file_64, staging), *extra],
+            standalone_cluster,
+            cluster_conf(s3_endpoint, events),
+        )
+        (tmp_path_factory.getbasetemp() / f"cluster-{run_id}.log").write_text(result.stdout)
+        assert result.returncode == 0, f"{job} on {standalone_cluster}:\n{result.stdout[-6000:]}"
+        local = tmp_path_factory.mktemp(run_id)
+        prefix = "features" if job == "extract_features" else "scores"
+        download_tree(s3, S3Uri(bucket, f"{prefix}/{run_id}/"), local)
+        runs[run_id] = {"local": local, "events": events, "log": result.stdout}
+    return runs
+
+
+def test_the_feature_job_writes_every_image_on_the_cluster(
+    cluster_runs: dict[str, Any], standalone_cluster: str
+) -> None:
+    local = cluster_runs["train"]["local"]
+    assert (local / "_SUCCESS").exists()
+    features = read_parts(local / "features")
+    assert len(features) == cluster_runs["uploaded"] == 2 * len(CLASSES)
+    assert {"path", "label"} <= set(features.columns)
+    assert [c for c in features.columns if c.startswith("pc_")] == [f"pc_{i}" for i in range(1, K + 1)]
+    assert features.filter(like="pc_").notna().all().all()
+    assert sorted(set(features["label"])) == CLASSES
+    manifest = json.loads((local / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded"
+    assert manifest["spark"]["master"] == standalone_cluster
+    assert manifest["counts"]["featurized"] == len(features)
+    assert manifest["spark"]["partitions"] == PARTITIONS
+    assert sum(manifest["model"]["executors"].values()) == PARTITIONS  # each embed task ran the engine
+
+
+def test_both_workers_ran_tasks(cluster_runs: dict[str, Any]) -> None:
+    for run_id in ("train", "score"):
+        tasks = tasks_per_worker(cluster_runs[run_id]["events"])
+        assert len(tasks) == 2, (run_id, tasks)
+        assert min(tasks.values()) >= 1, (run_id, tasks)
+
+
+def test_the_model_is_saved_through_the_shared_staging_folder(cluster_runs: dict[str, Any]) -> None:
+    model = cluster_runs["train"]["local"] / "model"
+    info = json.loads((model / "model.json").read_text())
+    assert (info["image_size"], info["k"], info["labels"]) == (IMAGE_SIZE, K, CLASSES)
+    assert staged_pipeline_gaps(model / "pipeline") == []  # the metadata and every stage's files
+    stages = sorted(p.name.split("_")[1] for p in (model / "pipeline" / "stages").iterdir())
+    assert {"StandardScaler", "PCA", "LogisticRegression"} <= set(stages), stages
+    manifest = json.loads((cluster_runs["train"]["local"] / "manifest.json").read_text())
+    assert manifest["classifier"]["status"] == "trained"
+    assert not list(cluster_runs["staging"].iterdir())  # the staged copy is gone after the upload
+
+
+def test_the_scoring_job_scores_every_image_with_the_saved_model(
+    cluster_runs: dict[str, Any], standalone_cluster: str
+) -> None:
+    local = cluster_runs["score"]["local"]
+    assert (local / "_SUCCESS").exists()
+    scored = read_parts(local / "predictions")
+    features = read_parts(cluster_runs["train"]["local"] / "features")
+    assert scored["path"].tolist() == features["path"].tolist()
+    assert scored["label"].tolist() == features["label"].tolist()
+    assert set(scored["predicted"]) <= set(CLASSES)
+    assert scored["probability"].between(0, 1).all()
+    manifest = json.loads((local / "manifest.json").read_text())
+    assert manifest["spark"]["master"] == standalone_cluster
+    assert manifest["scoring_model"]["uri"] == f"s3://{cluster_runs['bucket']}/features/train/model/"
+    trained = read_parts(cluster_runs["train"]["local"] / "predictions")
+    assert scored["predicted"].tolist() == trained["predicted"].tolist()  # the same model, the same answers
+
+
+def test_staging_the_model_without_a_shared_folder_is_refused_on_the_cluster(
+    standalone_cluster: str, s3_endpoint: str, bucket: str, weights: str, onnx_file_64: str, tmp_path: Path
+) -> None:
+    args = [*job_args(bucket, "refused", weights, onnx_file_64, None), "--output", f"s3://{bucket}/features/"]
+
+    result = submit("extract_features", args, standalone_cluster, cluster_conf(s3_endpoint, tmp_path))
+
+    assert result.returncode == 2, result.stdout[-4000:]
+    errors = [line for line in result.stdout.splitlines() if "classifier.staging_dir" in line]
+    assert len(errors) == 1, result.stdout[-4000:]
+    assert standalone_cluster in errors[0]
