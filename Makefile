@@ -102,6 +102,13 @@ bench-precision: $(STAMP) ## Benchmark what bf16 costs: the classifier's accurac
 bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set
 	$(PY) scripts/bench.py image-size --engines $(ENGINE)
 
+# Key counts bench-scale lists and partitions (the sequential listing: 10k and 100k of them only).
+KEYS ?= 10000,100000,1000000
+
+.PHONY: bench-scale
+bench-scale: system-run $(STAMP) ## Benchmark listing + partitioning at KEYS keys on a local standalone cluster: time, driver memory
+	$(PY) scripts/bench.py scale --keys $(KEYS)
+
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
