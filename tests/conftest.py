@@ -3,20 +3,16 @@ images and the weights."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from fruits_features.dev.local_s3 import LOCAL_ENV, free_port, local_s3, upload_tree
+from fruits_features.dev.local_s3 import local_s3, upload_tree
 from fruits_features.dev.spark_submit import job_command, job_env
 from fruits_features.io.s3 import s3_client
 from fruits_features.io.uri import S3Uri
@@ -179,130 +175,27 @@ def spark_submit(
 
 # -- a Spark standalone cluster on 127.0.0.1 -------------------------------------------------------
 
-CLUSTER_WORKERS = 2
-CLUSTER_WORKER_MEMORY = "2g"  # each worker's offer: one executor of Spark's default 1g, and room
-CLUSTER_START_SECONDS = 120
-
-
-def spark_home() -> Path:
-    """The project's own pyspark package folder: its ``bin/spark-class`` and ``jars/``."""
-    import pyspark
-
-    return Path(pyspark.__file__).parent
-
-
-def cluster_env(folder: Path) -> dict[str, str]:
-    """The daemons' environment: this Python for the executors' Python workers, the local S3
-    credentials (as an instance profile would give them), and no S3 endpoint: the executors get it
-    only from ``spark.executorEnv.AWS_ENDPOINT_URL_S3``, as the README asks of a non-local master."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_ENDPOINT_URL")}
-    env.update(LOCAL_ENV)
-    env.update(
-        SPARK_HOME=str(spark_home()),
-        SPARK_LOCAL_IP="127.0.0.1",
-        SPARK_LOG_DIR=str(folder),
-        SPARK_PID_DIR=str(folder),
-        PYSPARK_PYTHON=sys.executable,
-    )
-    return env
-
-
-def master_state(web_ui: str) -> dict | None:
-    """The master's ``/json/`` (its workers, apps and URL), or ``None`` while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"{web_ui}/json/", timeout=2) as response:
-            state = json.load(response)
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def stop_daemons(daemons: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
-    """Stop each daemon and what it started (its executors and their Python workers): each runs in
-    a process group of its own, the group of the pid we started."""
-    for _, process, _ in daemons:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for _, process, _ in daemons:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def daemon_logs(daemons: list[tuple[str, subprocess.Popen[bytes], Path]], tail: int = 4000) -> str:
-    return "\n".join(
-        f"--- {name} (exit code {process.poll()}), {log}:\n{log.read_text(errors='replace')[-tail:]}"
-        for name, process, log in daemons
-    )
-
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Spark standalone master and two workers on 127.0.0.1, each its own JVM with 1 core; yields
-    the master's ``spark://`` URL once both workers are registered, and stops them all afterwards.
+    """A Spark standalone master and two workers on 127.0.0.1, each its own JVM with 1 core (and 2g:
+    one executor of Spark's default 1g, and room); yields the master's ``spark://`` URL once both
+    workers are registered, and stops them all afterwards.
 
     The daemons' logs and the workers' work folders (each executor's stdout and stderr) are under
     the fixture's temporary folder; the failure message carries the logs.
     """
+    from fruits_features.dev.standalone_cluster import ClusterStartError
+    from fruits_features.dev.standalone_cluster import standalone_cluster as start_cluster
+
     heavy("Spark standalone cluster")
-    folder = tmp_path_factory.mktemp("standalone")
-    env = cluster_env(folder)
-    spark_class = str(spark_home() / "bin" / "spark-class")
-    master_port, master_ui_port = free_port(), free_port()
-    master = f"spark://127.0.0.1:{master_port}"
-    web_ui = f"http://127.0.0.1:{master_ui_port}"
-    daemons: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-
-    def start(name: str, *command: str) -> None:
-        log = folder / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [spark_class, *command],
-                env=env,
-                cwd=folder,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        daemons.append((name, process, log))
-
     try:
-        start(
-            "master",
-            "org.apache.spark.deploy.master.Master",
-            *("--host", "127.0.0.1", "--port", str(master_port), "--webui-port", str(master_ui_port)),
-        )
-        for index in range(1, CLUSTER_WORKERS + 1):
-            work_dir = folder / f"worker-{index}"
-            work_dir.mkdir()
-            start(
-                f"worker-{index}",
-                "org.apache.spark.deploy.worker.Worker",
-                *("--host", "127.0.0.1", "--port", str(free_port()), "--webui-port", str(free_port())),
-                *("--cores", "1", "--memory", CLUSTER_WORKER_MEMORY, "--work-dir", str(work_dir)),
-                master,
-            )
-        deadline = time.monotonic() + CLUSTER_START_SECONDS
-        alive = 0
-        while alive < CLUSTER_WORKERS:
-            exited = [name for name, process, _ in daemons if process.poll() is not None]
-            if exited or time.monotonic() > deadline:
-                reason = f"{', '.join(exited)} exited" if exited else f"not up in {CLUSTER_START_SECONDS}s"
-                pytest.fail(
-                    f"the standalone cluster at {master} did not come up ({reason}; {alive} of "
-                    f"{CLUSTER_WORKERS} workers registered):\n{daemon_logs(daemons)}",
-                    pytrace=False,
-                )
-            time.sleep(0.5)
-            state = master_state(web_ui) or {}
-            alive = sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
-        yield master
-    finally:
-        stop_daemons(daemons)
+        with start_cluster(
+            workers=2, cores=1, memory="2g", folder=tmp_path_factory.mktemp("standalone")
+        ) as cluster:
+            yield cluster.master
+    except ClusterStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def read_rejects(run_folder: Path):
