@@ -165,9 +165,18 @@ def test_expected_bucket_owner_is_added_only_where_s3_accepts_it() -> None:
 
 @pytest.mark.parametrize(
     ("images", "parallelism", "configured", "expected"),
-    [(1000, 2, 0, 2), (40, 4, 0, 2), (1, 8, 0, 1), (90_000, 64, 0, 64), (1000, 2, 7, 7)],
+    [
+        (1000, 2, 0, 2),
+        (40, 4, 0, 2),
+        (1, 8, 0, 1),
+        (90_000, 64, 0, 64),
+        (1000, 2, 7, 7),
+        (1_000_000, 2, 0, 50),  # no task over 20,000 images
+        (100_000_000, 256, 0, 5000),
+        (100_000_000, 256, 300, 300),
+    ],
 )
-def test_partition_count_is_one_task_per_core_unless_configured(
+def test_partition_count_is_one_task_per_core_at_most_20000_images_unless_configured(
     images: int, parallelism: int, configured: int, expected: int
 ) -> None:
     assert partition_count(images, parallelism, 32, configured) == expected

@@ -39,6 +39,12 @@ KEYS_SCHEMA = StructType(
 )
 
 
+# The most images one task embeds when spark.partitions is 0: past one task per core, a large input
+# gets more, shorter tasks (about 11 minutes each at 30 images/s), so that a lost task or a slow node
+# costs minutes, not hours (a per-core task at 100 million images on 256 cores would be 390,625 images).
+MAX_IMAGES_PER_PARTITION = 20_000
+
+
 def partition_count(images: int, parallelism: int, batch_size: int, configured: int = 0) -> int:
     """How many partitions to spread ``images`` over.
 
@@ -49,8 +55,9 @@ def partition_count(images: int, parallelism: int, batch_size: int, configured: 
         configured: ``spark.partitions`` from config; 0 means choose.
 
     Returns:
-        ``configured`` when set; otherwise one task per core, but never more partitions than
-        full model batches. Measured (`make bench-knobs`, 500 images on 2 cores): 2 partitions
+        ``configured`` when set; otherwise one task per core, or more where a task would have
+        over :data:`MAX_IMAGES_PER_PARTITION` images, but never more partitions than full model
+        batches. Measured (`make bench-knobs`, 500 images on 2 cores): 2 partitions
         12.0 images/s, 8 partitions 10.8, 32 partitions 8.4. Each task pays a start-up (Arrow
         stream, the first read not yet overlapped with the model) that fewer, longer tasks
         amortise; on a cluster, set ``spark.partitions`` to a few per core against stragglers.
@@ -58,7 +65,8 @@ def partition_count(images: int, parallelism: int, batch_size: int, configured: 
     if configured:
         return configured
     full_batches = math.ceil(images / batch_size)
-    return max(1, min(full_batches, max(1, parallelism)))
+    per_core = max(1, parallelism, math.ceil(images / MAX_IMAGES_PER_PARTITION))
+    return max(1, min(full_batches, per_core))
 
 
 def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> DataFrame:
