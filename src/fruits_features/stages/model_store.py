@@ -354,9 +354,10 @@ def check_model_transfer(config: JobConfig, master: str) -> None:
         if master.startswith("local"):
             return
         raise ConfigError(
-            f"{key}: unset, but classifier.model_transfer boto3 with master {master!r} needs a folder "
-            "that the driver and every executor see at the same path (a shared mount; any local "
-            "folder when all workers run on this machine); on EMR use model_transfer hadoop (EMRFS)"
+            f"{key}: unset, but <run>/model/ (saved with classifier.enabled or output.incremental_base) "
+            f"through classifier.model_transfer boto3 with master {master!r} needs a folder that the "
+            "driver and every executor see at the same path (a shared mount; any local folder when all "
+            "workers run on this machine); on EMR use model_transfer hadoop (EMRFS)"
         )
     if not master.startswith("local") and not Path(staging_dir).is_absolute():
         raise ConfigError(
