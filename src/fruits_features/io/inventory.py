@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 InventoryFormat = Literal["CSV", "Parquet"]
 ListedRow = tuple[str, str | None, str | None]
-# Files one task reads at most: an inventory's data files are large, a task per file spreads them.
-FILES_PER_TASK = 1
 
 
 @dataclass(frozen=True)
