@@ -8,6 +8,7 @@ import pytest
 from fruits_features.config_files import apply_overrides, build_config
 from fruits_features.errors import ConfigError
 from fruits_features.stages.reduce import (
+    component_signs,
     components_for_variance,
     components_to_columns,
     fit_reduction,
@@ -103,7 +104,46 @@ def test_saved_and_loaded_reduction_gives_the_same_components(frame, tmp_path) -
     before = reduce_features(frame, reduction).toPandas()
     after = reduce_features(frame, loaded).toPandas()
 
-    np.testing.assert_array_equal(after[["pc_1", "pc_2"]].to_numpy(), before[["pc_1", "pc_2"]].to_numpy())
+    # The same model, the same rows: equal up to the last bits the BLAS's vectorized sums may vary.
+    np.testing.assert_allclose(
+        after[["pc_1", "pc_2"]].to_numpy(), before[["pc_1", "pc_2"]].to_numpy(), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_each_component_is_signed_so_that_its_largest_loading_is_positive() -> None:
+    loadings = np.array(
+        [
+            [0.1, -0.2, 0.0, 0.5],
+            [-0.9, 0.3, 0.0, -0.5],  # a tie in magnitude: the first of them decides
+            [0.2, -0.1, 0.0, 0.1],
+        ]
+    )
+    np.testing.assert_array_equal(component_signs(loadings), [-1.0, 1.0, 1.0, 1.0])
+    flipped = loadings * component_signs(loadings)
+    np.testing.assert_array_equal(component_signs(flipped), [1.0, 1.0, 1.0, 1.0])
+    # The rule sees the component, not its sign: a negated fit gets the opposite signs, the same result.
+    np.testing.assert_array_equal(-loadings * component_signs(-loadings), flipped)
+    assert component_signs(np.zeros((5, 0))).shape == (0,)
+
+
+@pytest.mark.parametrize("k", [4, 0.75])
+def test_the_fitted_components_follow_the_sign_convention(frame, k: float) -> None:
+    """Whatever signs the SVD gave, the pipeline's components have their largest loading positive:
+    the projection of a unit vector along each feature is that feature's loading (times its scale)."""
+    reduction = fit_reduction(frame, k)
+    scaler = reduction.model.stages[0]
+    # One row per feature: the mean plus one standard deviation along that feature alone, so its
+    # standardized vector is the unit vector e_i and its components are row i of the loadings.
+    mean, std = scaler.mean.toArray(), scaler.std.toArray()
+    rows = [(f"e{i}", "K", [float(v) for v in mean + std * np.eye(len(mean))[i]]) for i in range(len(mean))]
+    unit = frame.sparkSession.createDataFrame(rows, "path string, label string, features array<float>")
+    projected = project(unit, reduction).toPandas().sort_values("path", key=lambda p: p.str[1:].astype(int))
+    loadings = np.stack(projected["_components"].map(lambda v: v.toArray()).to_numpy())
+    assert loadings.shape == (len(mean), reduction.k)
+    # Components 1-3 carry the data; the rest span a null space whose loadings the fit does not fix.
+    top = min(3, reduction.k)
+    strongest = loadings[np.argmax(np.abs(loadings[:, :top]), axis=0), np.arange(top)]
+    assert (strongest > 0).all(), loadings[:, :top]
 
 
 MINIMAL = {"input": {"uri": "s3://in-bucket/images/"}, "output": {"uri": "s3://out-bucket/features/"}}

@@ -5,6 +5,14 @@ once with every component the data can have (Spark computes the whole covariance
 is), the smallest k reaching the target is chosen from the explained variances, and a
 ``VectorSlicer`` keeps only those k: the transform, the CSV and a saved model all carry k
 columns, with no second fit.
+
+A principal component is defined up to its sign, and the sign the SVD returns is not stable: Spark
+adds the covariance's partial sums in the order the tasks finish, so two fits on the same rows
+differ in their last bits, and LAPACK is free to return any component negated. A sign convention
+fixes it after the fit (scikit-learn's ``svd_flip``): each component is negated where needed so
+that its largest-magnitude loading is positive. The signs are an ``ElementwiseProduct`` stage of
+the fitted pipeline itself, right after the PCA, so a saved model, the scoring job and an
+incremental ``apply`` project exactly as the fit did.
 """
 
 from __future__ import annotations
@@ -13,15 +21,18 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, PCAModel, StandardScaler, VectorSlicer
+from pyspark.ml.feature import PCA, ElementwiseProduct, PCAModel, StandardScaler, VectorSlicer
 from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.linalg import DenseVector
 from pyspark.sql import DataFrame
 from pyspark.sql.functions import col
 
 VECTOR_COL = "_vector"  # the pipeline's input: array_to_vector(features)
 COMPONENTS_COL = "_components"  # its output: the k kept components, a vector
 _SCALED_COL = "_scaled"
+_PCA_COL = "_pca"  # the PCA's output, each component with the sign the SVD happened to give it
 _ALL_COMPONENTS_COL = "_all_components"
 
 # Cumulative variances are sums of floats: 0.1 + 0.2 + ... may land a hair under a target it
@@ -34,7 +45,8 @@ class Reduction:
     """The fitted pipeline (``VECTOR_COL`` in, ``COMPONENTS_COL`` out) and what it keeps.
 
     Attributes:
-        model: StandardScaler, PCA and, for a variance target, the slicer keeping k components.
+        model: StandardScaler, PCA, the sign convention (:func:`component_signs`) and, for a
+            variance target, the slicer keeping k components.
         k: the number of components kept.
         variance_target: the fraction of variance asked for, or ``None`` when k was given.
     """
@@ -65,6 +77,32 @@ class Reduction:
 def component_names(k: int) -> list[str]:
     """``pc_1`` ... ``pc_k``."""
     return [f"pc_{i}" for i in range(1, k + 1)]
+
+
+def component_signs(loadings: np.ndarray) -> np.ndarray:
+    """+1 or -1 per component: the sign that makes its largest-magnitude loading positive.
+
+    Args:
+        loadings: ``(d, k)``, one column per principal component (``PCAModel.pc``).
+
+    Returns:
+        ``(k,)`` float64 of +1.0 and -1.0; a column of zeros keeps +1. The rule depends only on
+        the component, never on how the fit summed: scikit-learn's ``svd_flip``, by columns.
+    """
+    if loadings.ndim != 2:
+        raise ValueError(f"loadings are a (d, k) matrix, got shape {loadings.shape}")
+    if loadings.shape[1] == 0:
+        return np.ones(0)
+    largest = loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])]
+    return np.where(largest < 0, -1.0, 1.0)
+
+
+def sign_stage(pca: PCAModel, output_col: str) -> ElementwiseProduct:
+    """The sign convention for a fitted ``pca``: its output times :func:`component_signs`."""
+    signs = component_signs(pca.pc.toArray())
+    return ElementwiseProduct(
+        scalingVec=DenseVector(signs), inputCol=pca.getOutputCol(), outputCol=output_col
+    )
 
 
 def components_for_variance(explained: Sequence[float], target: float) -> int:
@@ -118,8 +156,11 @@ def fit_reduction(
     vectors = featurized.select(array_to_vector(col(features_col)).alias(VECTOR_COL))
     scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=_SCALED_COL, withMean=True, withStd=True)
     if isinstance(k, int):
-        pipeline = Pipeline(stages=[scaler, PCA(k=k, inputCol=_SCALED_COL, outputCol=COMPONENTS_COL)])
-        return Reduction(model=pipeline.fit(vectors), k=k)
+        scaler_model, pca_model = (
+            Pipeline(stages=[scaler, PCA(k=k, inputCol=_SCALED_COL, outputCol=_PCA_COL)]).fit(vectors).stages
+        )
+        signs = sign_stage(pca_model, COMPONENTS_COL)  # type: ignore[arg-type]
+        return Reduction(model=PipelineModel(stages=[scaler_model, pca_model, signs]), k=k)
 
     if rows is None:
         rows = featurized.count()
@@ -130,15 +171,16 @@ def fit_reduction(
         raise ValueError("cannot fit PCA for a variance target on no rows")
     # n rows span at most n dimensions: components beyond min(n, d) explain nothing.
     full = min(rows, dimension)
-    fitted = Pipeline(stages=[scaler, PCA(k=full, inputCol=_SCALED_COL, outputCol=_ALL_COMPONENTS_COL)]).fit(
-        vectors
-    )
+    fitted = Pipeline(stages=[scaler, PCA(k=full, inputCol=_SCALED_COL, outputCol=_PCA_COL)]).fit(vectors)
     scaler_model, pca_model = fitted.stages
+    signs = sign_stage(pca_model, _ALL_COMPONENTS_COL)  # type: ignore[arg-type]
     explained = [float(v) for v in pca_model.explainedVariance.toArray()]  # type: ignore[attr-defined]
     chosen = components_for_variance(explained, k)
     slicer = VectorSlicer(inputCol=_ALL_COMPONENTS_COL, outputCol=COMPONENTS_COL, indices=list(range(chosen)))
     return Reduction(
-        model=PipelineModel(stages=[scaler_model, pca_model, slicer]), k=chosen, variance_target=float(k)
+        model=PipelineModel(stages=[scaler_model, pca_model, signs, slicer]),
+        k=chosen,
+        variance_target=float(k),
     )
 
 
