@@ -12,11 +12,17 @@ Operating notes (what a user of this UDF must know, after Spark's own ``predict_
   oversubscribe the cores.
 - ``spark.sql.execution.arrow.maxRecordsPerBatch`` bounds how many encoded images a UDF call
   receives; inside it, images are decoded and fed to the model ``model.batch_size`` at a time.
+- Fault injection, for tests only: with ``FRUITS_INJECT_WORKER_KILL`` set to a comma-separated list
+  of partition ids in the executors' environment, the Python worker of each of those partitions
+  kills itself (SIGKILL, as the kernel's OOM killer would) right after its first Arrow batch on
+  the task's first attempt. The retry is then certain, whatever the machine's speed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -77,6 +83,22 @@ def cached_model_fn(spec: EmbedSpec, loader: ModelLoader = build_model_fn) -> Mo
         built = spec if spec.threads else dataclasses.replace(spec, threads=task_cpus())
         model_fn = _MODEL_CACHE[key] = loader(built)
     return model_fn
+
+
+# Fault injection (tests only): the partitions whose first attempt kills its own Python worker.
+INJECT_WORKER_KILL = "FRUITS_INJECT_WORKER_KILL"
+
+
+def kill_injected(environ: dict[str, str] | None = None) -> bool:
+    """Whether ``FRUITS_INJECT_WORKER_KILL`` names the current task's partition and this is its
+    first attempt; ``False`` outside a task or where the variable is unset."""
+    from pyspark import TaskContext
+
+    value = (os.environ if environ is None else environ).get(INJECT_WORKER_KILL, "")
+    context = TaskContext.get()
+    if not value.strip() or context is None or context.attemptNumber() != 0:
+        return False
+    return str(context.partitionId()) in {part.strip() for part in value.split(",")}
 
 
 def task_cpus() -> int:
@@ -229,6 +251,7 @@ def embed_column(
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         task = TaskProgress.for_this_task(progress)
+        kill = kill_injected()
         for reads in prefetched(batches, spec.s3, fetch_threads):
             # Built on first use, once the first reads are in flight: they land while it loads.
             model_fn = cached_model_fn(spec, loader)
@@ -237,6 +260,8 @@ def embed_column(
                 fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)
             ]
             yield frame
+            if kill:  # a test's injected fault: this worker dies mid-task, the task is retried
+                os.kill(os.getpid(), signal.SIGKILL)
         task.close()
         if counters is not None:
             counters.tasks_with_tensorflow.add(int("tensorflow" in sys.modules))
