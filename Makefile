@@ -61,8 +61,12 @@ run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample ima
 	$(PY) scripts/run_local.py
 
 .PHONY: test
-test: system-test $(STAMP) ## Run the whole test suite (unit and integration); installs what it needs first
-	$(PY) -m pytest
+test: system-test $(STAMP) ## Run the test suite (unit and integration, all but the cluster tier); installs what it needs first
+	$(PY) -m pytest -m "not cluster"
+
+.PHONY: test-cluster
+test-cluster: system-test $(STAMP) ## Run the cluster tier: both jobs on a local Spark standalone master and two workers
+	$(PY) -m pytest -m cluster
 
 .PHONY: docs
 docs: $(STAMP) ## Write docs/configuration.md from the config model's field descriptions

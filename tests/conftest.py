@@ -3,12 +3,15 @@ images and the weights."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -110,27 +113,52 @@ def weights() -> str:
     return str(Path(value).resolve()) if Path(value).exists() else value
 
 
-def export_for_tests(weights: str, image_size: int, folder: Path) -> str:
-    """The weights exported to ONNX at ``image_size`` by the project's exporter (verified against Keras)."""
-    from fruits_features.features.onnx_export import export_onnx, load_samples
+# Where the tests keep their ONNX exports across runs: the same files `make run` and `make bench`
+# use (build/models/, FRUITS_ONNX's default), each checked against the weights' SHA-256 and the
+# image size its metadata records before it is reused.
+EXPORTS = ROOT / "build" / "models"
+
+
+def export_for_tests(weights: str, image_size: int, folder: Path = EXPORTS) -> str:
+    """The weights exported to ONNX at ``image_size`` by the project's exporter (verified against
+    Keras), or the file an earlier run exported from the same weights at the same size."""
+    from fruits_features.errors import FruitsFeaturesError
+    from fruits_features.features.onnx_export import check_onnx, export_onnx, load_samples
     from fruits_features.io.s3 import S3Settings
 
-    target = folder / f"resnet50.{image_size}px.onnx"
+    target = folder / f"resnet50-notop.{image_size}px.onnx"
+    if target.exists():
+        try:
+            check_onnx(str(target), weights, image_size, S3Settings())
+            return str(target)
+        except FruitsFeaturesError:  # other weights, another size, or no metadata: export anew
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
     samples = load_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
     export_onnx(weights, image_size, str(target), samples, S3Settings())
     return str(target)
 
 
 @pytest.fixture(scope="session")
-def onnx_file(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The weights exported to ONNX at 224 px, once per test run: the default engine's model."""
-    return export_for_tests(weights, 224, tmp_path_factory.mktemp("onnx"))
+def onnx_file(weights: str) -> str:
+    """The weights exported to ONNX at 224 px: the default engine's model (build/models/, cached)."""
+    return export_for_tests(weights, 224)
 
 
 @pytest.fixture(scope="session")
-def onnx_file_64(weights: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def onnx_file_64(weights: str) -> str:
     """The same at 64 px, for the tests that run many images quickly."""
-    return export_for_tests(weights, 64, tmp_path_factory.mktemp("onnx64"))
+    return export_for_tests(weights, 64)
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory):
+    """dist/ for EMR and EC2 (wheel, --py-files zip, entry point, configs, bootstrap, pins), built
+    once for every test that reads it; a test that edits it edits a copy."""
+    from deploy_support import build_dist
+
+    heavy("package build")
+    return build_dist(tmp_path_factory.mktemp("build") / "dist")
 
 
 def sample_classes(count: int) -> list[str]:
@@ -171,6 +199,40 @@ def spark_submit(
         timeout=600,
         check=False,
     )
+
+
+def load_job(name: str) -> ModuleType:
+    """``jobs/<name>.py`` as a module, its ``main(argv)`` callable in process."""
+    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_job_in_process(
+    name: str,
+    *args: str,
+    spark,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[int, list[str]]:
+    """``jobs/<name>.py``'s ``main`` with ``--config conf/local.yaml`` and ``args``, on the shared
+    session (which it must not stop); returns the exit code and the messages it logged at INFO and
+    up. The exit-code cases need no spark-submit of their own: one contract run is in test_job.py."""
+    module = load_job(name)
+    monkeypatch.setattr(module, "build_session", lambda *_: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    caplog.set_level(logging.INFO)
+    # The driver's boto3 clients are cached per settings, not per endpoint: a test that points
+    # AWS_ENDPOINT_URL_S3 elsewhere gets new ones, and leaves none behind.
+    s3_client.cache_clear()
+    try:
+        code = module.main(["--config", str(ROOT / "conf" / "local.yaml"), *args])
+    finally:
+        s3_client.cache_clear()
+    return code, [r.getMessage() for r in caplog.records if r.name == name]
 
 
 # -- a Spark standalone cluster on 127.0.0.1 -------------------------------------------------------

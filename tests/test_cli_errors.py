@@ -3,24 +3,13 @@ key, before any Spark session (the unit tier; spark-submit itself is exercised b
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_job
+
 CONFIG = str(ROOT / "conf" / "local.yaml")
-
-
-def load_job(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,6 @@ import yaml
 from deploy_support import (
     ROOT,
     StepFinisher,
-    build_dist,
     cluster_settings_file,
     emr_backend,
     recorded_emr_requests,
@@ -53,11 +52,6 @@ NODE_WEIGHTS = (
     "/opt/fruits-features/weights/"
     f"{hashlib.sha256(WEIGHTS.encode()).hexdigest()[:16]}/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 )
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
-    return build_dist(tmp_path_factory.mktemp("build") / "dist")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import sample_classes, spark_submit, upload_sample
+from conftest import run_job_in_process, sample_classes, spark_submit, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
@@ -171,19 +172,36 @@ def test_unusable_input_is_an_input_error_before_any_work(
     ],
 )
 def test_unusable_input_exits_3_naming_the_uri_before_any_work(
-    s3, s3_endpoint: str, bucket: str, weights: str, case: str, message: str
+    spark,
+    s3,
+    s3_endpoint: str,
+    bucket: str,
+    weights: str,
+    case: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The job's main in process (the exit code as spark-submit would return it)."""
     input_uri = f"s3://{bucket}/images/"
-    env: dict[str, str] = {}
-    if case == "bad endpoint":
-        env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{free_port()}"
     args = ("--input", input_uri, "--output", f"s3://{bucket}/out/", "--set", f"model.weights={weights}")
 
     with FaultProxy(s3_endpoint, FaultPlan(deny=(bucket,) if case == "access denied" else ())) as proxy:
-        env.setdefault("AWS_ENDPOINT_URL_S3", proxy)
-        result = submit(*args, "--set", "s3.max_attempts=2", env=env)
+        endpoint = f"http://127.0.0.1:{free_port()}" if case == "bad endpoint" else proxy
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+        code, logged = run_job_in_process(
+            "extract_features",
+            *args,
+            "--set",
+            "s3.max_attempts=2",
+            spark=spark,
+            monkeypatch=monkeypatch,
+            caplog=caplog,
+        )
 
-    assert result.returncode == 3
-    (error,) = error_lines(result)
-    assert message.format(bucket=bucket) in error
-    assert "embedded" not in result.stdout  # stopped before Spark's work
+    assert code == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert message.format(bucket=bucket) in errors[0]
+    assert not any("embedded" in line for line in logged)  # stopped before Spark's work
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("KeyCount")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SAMPLE_DIR, sample_classes, spark_submit, upload_sample
+from conftest import ROOT, SAMPLE_DIR, run_job_in_process, sample_classes, spark_submit, upload_sample
 from fruits_features import pipeline
 from fruits_features.config import ModelConfig
 from fruits_features.config_files import build_config
@@ -235,10 +236,9 @@ def test_the_job_gives_the_same_components_with_either_engine(
     assert list(onnx["path"]) == list(tf["path"])
     assert list(onnx["label"]) == list(tf["label"])
     components = [f"pc_{i}" for i in range(1, 11)]
-    for name in components:  # each component up to its sign
+    for name in components:  # the same signs (the sign convention): no alignment
         a, b = onnx[name].to_numpy(), tf[name].to_numpy()
-        sign = np.sign(a @ b)
-        np.testing.assert_allclose(a, sign * b, rtol=0, atol=1e-3 * np.abs(b).max())
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * np.abs(b).max())
     np.testing.assert_allclose(
         onnx_manifest["pca"]["explained_variance"], tf_manifest["pca"]["explained_variance"], rtol=1e-4
     )
@@ -251,23 +251,45 @@ def test_the_job_gives_the_same_components_with_either_engine(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("setting", "code", "message"),
+    [
+        ("missing", 3, "none.onnx: no such file; export it with `make export-onnx`"),
+        ("other size", 2, "takes 224px images but model.image_size is 100"),
+    ],
+)
 def test_the_job_stops_before_spark_work_on_a_missing_or_mismatched_onnx_file(
-    s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
+    spark,
+    s3,
+    bucket: str,
+    weights: str,
+    onnx_file: str,
+    tmp_path: Path,
+    setting: str,
+    code: int,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The job's main in process (the exit code as spark-submit would return it)."""
     upload_sample(s3, bucket, "images", sample_classes(2))
+    sets = {
+        "missing": [f"model.onnx={tmp_path / 'none.onnx'}"],
+        "other size": [f"model.onnx={onnx_file}", "model.image_size=100"],
+    }[setting]
+    args = ["--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", "stops"]
+    for item in (f"model.weights={weights}", "pca.k=10", "classifier.enabled=false", *sets):
+        args += ["--set", item]
 
-    missing = _run(bucket, weights, "missing", f"model.onnx={tmp_path / 'none.onnx'}")
-    other_size = _run(bucket, weights, "size", f"model.onnx={onnx_file}", "model.image_size=100")
+    got, logged = run_job_in_process(
+        "extract_features", *args, spark=spark, monkeypatch=monkeypatch, caplog=caplog
+    )
 
-    for result, code, message in (
-        (missing, 3, "none.onnx: no such file; export it with `make export-onnx`"),
-        (other_size, 2, "takes 224px images but model.image_size is 100"),
-    ):
-        assert result.returncode == code, result.stdout[-3000:]
-        errors = [line for line in result.stdout.splitlines() if " ERROR extract_features: " in line]
-        assert len(errors) == 1
-        assert message in errors[0]
-        assert "embedded" not in result.stdout  # no image was read or embedded
+    assert got == code
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert message in errors[0]
+    assert not any("embedded" in line for line in logged)  # no image was read or embedded
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/")
 
 

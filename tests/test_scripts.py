@@ -16,18 +16,13 @@ import pyspark
 import pytest
 
 from conftest import sample_classes, upload_sample
-from deploy_support import ROOT, build_dist
+from deploy_support import ROOT
 from fruits_features.deploy.package import Package, read_pins
 from fruits_features.dev.local_s3 import download_tree
 from fruits_features.io.uri import S3Uri
 
 BOOTSTRAP = ROOT / "scripts" / "bootstrap-emr.sh"
 SETUP_EC2 = ROOT / "scripts" / "setup-ec2.sh"
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
-    return build_dist(tmp_path_factory.mktemp("build") / "dist")
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
