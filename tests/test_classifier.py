@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SAMPLE_DIR, job_env, sample_classes, upload_sample
+from conftest import ROOT, SAMPLE_DIR, job_env, run_job_in_process, sample_classes, upload_sample
 from fruits_features import pipeline, scoring
 from fruits_features.config_files import apply_overrides, build_config, load_config
 from fruits_features.dev.local_s3 import download_tree
-from fruits_features.dev.spark_submit import job_command
 from fruits_features.errors import ConfigError
 from fruits_features.features.model_files import file_sha256, weights_sha256
 from fruits_features.io.s3 import S3Settings
@@ -429,21 +428,32 @@ def test_scoring_a_folder_that_is_not_a_model_names_it(
 
 @pytest.mark.integration
 def test_score_entry_point_scores_new_images_without_class_folders(
-    s3, trained: dict[str, Any], weights: str, onnx_file_64: str, tmp_path: Path
+    spark,
+    s3,
+    trained: dict[str, Any],
+    weights: str,
+    onnx_file_64: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """jobs/score.py's main in process, on the shared session (the cluster tier runs it through
+    spark-submit)."""
     bucket = trained["bucket"]
     for path in sorted((SAMPLE_DIR / "Banana").glob("*.jpg")):  # no class folder: nothing to go by
         s3.upload_file(str(path), bucket, f"new/{path.name}")
-    command = job_command(
+
+    code, logged = run_job_in_process(
         "score",
         *("--model", f"s3://{bucket}/out/train-1/model/"),
         *("--input", f"s3://{bucket}/new/", "--output", f"s3://{bucket}/scores/", "--run-id", "cli-score"),
         *("--set", f"model.weights={weights}", "--set", f"model.onnx={onnx_file_64}"),
+        spark=spark,
+        monkeypatch=monkeypatch,
+        caplog=caplog,
     )
 
-    result = subprocess.run(command, env=job_env(), capture_output=True, text=True, timeout=600, check=False)
-
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert code == 0, logged[-20:]
     download_tree(s3, S3Uri(bucket, "scores/cli-score/"), tmp_path)
     scored = read_parts(tmp_path / "predictions")
     assert scored["path"].tolist() == [
@@ -452,7 +462,7 @@ def test_score_entry_point_scores_new_images_without_class_folders(
     assert scored["label"].tolist() == ["", ""]
     banana = trained["predictions"][trained["predictions"]["label"] == "Banana"]
     assert scored["predicted"].tolist() == banana["predicted"].tolist()  # the same files, the same answers
-    assert "scored           2" in result.stdout + result.stderr
+    assert any("scored           2" in line for line in logged), logged
 
 
 @pytest.mark.integration
