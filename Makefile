@@ -60,9 +60,13 @@ export-onnx: $(STAMP) ## Export ResNet50 (FRUITS_WEIGHTS) to ONNX at FRUITS_ONNX
 run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample images against a local S3 endpoint; results in output/
 	$(PY) scripts/run_local.py
 
+# pytest-xdist workers for `make test`, each with its own S3 server and SparkSession; a test file
+# runs whole on one worker, so its module fixtures run once.
+TEST_WORKERS ?= 2
+
 .PHONY: test
 test: system-test $(STAMP) ## Run the test suite (unit and integration, all but the cluster tier); installs what it needs first
-	$(PY) -m pytest -m "not cluster"
+	$(PY) -m pytest -m "not cluster" -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-cluster
 test-cluster: system-test $(STAMP) ## Run the cluster tier: both jobs on a local Spark standalone master and two workers

@@ -3,6 +3,7 @@ images and the weights."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
@@ -127,15 +128,18 @@ def export_for_tests(weights: str, image_size: int, folder: Path = EXPORTS) -> s
     from fruits_features.io.s3 import S3Settings
 
     target = folder / f"resnet50-notop.{image_size}px.onnx"
-    if target.exists():
-        try:
-            check_onnx(str(target), weights, image_size, S3Settings())
-            return str(target)
-        except FruitsFeaturesError:  # other weights, another size, or no metadata: export anew
-            pass
     folder.mkdir(parents=True, exist_ok=True)
-    samples = load_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
-    export_onnx(weights, image_size, str(target), samples, S3Settings())
+    # One export at a time (the suite's workers, `make run`): the others wait, then reuse it.
+    with open(folder / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            try:
+                check_onnx(str(target), weights, image_size, S3Settings())
+                return str(target)
+            except FruitsFeaturesError:  # other weights, another size, or no metadata: export anew
+                pass
+        samples = load_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
+        export_onnx(weights, image_size, str(target), samples, S3Settings())
     return str(target)
 
 
