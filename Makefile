@@ -65,12 +65,12 @@ run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample ima
 TEST_WORKERS ?= 2
 
 .PHONY: test
-test: system-test $(STAMP) ## Run the test suite (unit and integration, all but the cluster tier); installs what it needs first
-	$(PY) -m pytest -m "not cluster" -n $(TEST_WORKERS) --dist loadfile
+test: system-test $(STAMP) ## Run the test suite (unit and integration, all but the slow tier); installs what it needs first
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: test-cluster
-test-cluster: system-test $(STAMP) ## Run the cluster tier: both jobs on a local Spark standalone master and two workers
-	$(PY) -m pytest -m cluster
+.PHONY: test-slow
+test-slow: system-test $(STAMP) ## Run the slow tier: both jobs on a local Spark standalone cluster, the built wheel in a new venv
+	$(PY) -m pytest -m slow
 
 .PHONY: docs
 docs: $(STAMP) ## Write docs/configuration.md from the config model's field descriptions

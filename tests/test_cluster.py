@@ -26,7 +26,7 @@ from fruits_features.dev.local_s3 import download_tree
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.model_store import staged_pipeline_gaps
 
-pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLASSES = sample_classes(6)  # 12 images: 6 train the classifier, 6 test it
 IMAGE_SIZE = 64

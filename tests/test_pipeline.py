@@ -68,6 +68,7 @@ def job_config(bucket: str, weights: str, onnx_file: str, **sections: dict[str, 
                 **sections.pop("model", {}),
             },
             "pca": {"k": K},
+            "report": {"enabled": False},  # the report has its tests (test_report, test_classifier)
             **sections,
         }
     )

@@ -278,6 +278,7 @@ def pip(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tensorflow(
     package: Package, s3, bucket: str, weights: str, onnx_file: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
