@@ -928,7 +928,8 @@ def _scale_driver(args: argparse.Namespace) -> None:
     from fruits_features.config_files import load_config
     from fruits_features.io.loading import partition_count
     from fruits_features.settings import s3_settings
-    from fruits_features.stages.embed import list_input, listed_keys
+    from fruits_features.stages.embed import listed_keys
+    from fruits_features.stages.preflight import list_input
 
     marks = {"start": time.time()}
     configure_logging()
@@ -942,7 +943,8 @@ def _scale_driver(args: argparse.Namespace) -> None:
     marks["session"] = time.time()
 
     started = time.perf_counter()
-    listing = list_input(spark, s3_client(s3_settings(config)), config, labelled_only=True)
+    settings = s3_settings(config)
+    listing = list_input(spark, s3_client(settings), settings, config, labelled_only=True)
     list_seconds = time.perf_counter() - started
     marks["listed"] = time.time()
 

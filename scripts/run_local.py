@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from fruits_features.cli import new_run_id, summary_lines
-from fruits_features.dev.local_s3 import download_tree, local_s3, upload_tree
+from fruits_features.dev.local_s3 import local_s3
 from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.io.folders import download_folder, upload_folder
 from fruits_features.io.outputs import REPORT_DIR
 from fruits_features.io.s3 import s3_client
 from fruits_features.io.uri import S3Uri
@@ -55,7 +56,7 @@ def main() -> int:
     with local_s3() as endpoint:
         client = s3_client()
         client.create_bucket(Bucket=BUCKET)
-        uploaded = upload_tree(client, Path(args.images), images)
+        uploaded = upload_folder(client, Path(args.images), images, pattern="*/*")  # <class>/<image>
         print(
             f"local S3 at {endpoint}: uploaded {uploaded} images from {args.images} to {images}", flush=True
         )
@@ -74,7 +75,7 @@ def main() -> int:
             return code
         target = Path(args.output_dir) / run_id
         shutil.rmtree(target, ignore_errors=True)
-        copied = download_tree(client, features.join(run_id), target)
+        copied = download_folder(client, features.join(run_id), target)
     manifest = json.loads((target / "manifest.json").read_text())
     print()
     print("\n".join(summary_lines(manifest)))

@@ -16,8 +16,9 @@ from types import ModuleType
 
 import pytest
 
-from fruits_features.dev.local_s3 import local_s3, upload_tree
+from fruits_features.dev.local_s3 import local_s3
 from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.io.folders import upload_folder
 from fruits_features.io.s3 import s3_client
 from fruits_features.io.uri import S3Uri
 
@@ -174,7 +175,7 @@ def upload_sample(client, bucket: str, prefix: str, classes: list[str]) -> int:
     """Upload the sample images of ``classes`` under ``s3://bucket/prefix/<Class>/``."""
     uploaded = 0
     for name in classes:
-        uploaded += upload_tree(client, SAMPLE_DIR, S3Uri(bucket, prefix), pattern=f"{name}/*")
+        uploaded += upload_folder(client, SAMPLE_DIR, S3Uri(bucket, prefix), pattern=f"{name}/*")
     return uploaded
 
 

@@ -14,8 +14,8 @@ from conftest import read_rejects, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config import JobConfig
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import OutputError, TooManyRejectsError
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def config_for(bucket: str, weights: str, onnx: str, max_rejected_fraction: floa
 
 
 def read_run(s3, bucket: str, run_id: str, local: Path) -> dict[str, object]:
-    download_tree(s3, S3Uri(bucket, f"features/{run_id}/"), local)
+    download_folder(s3, S3Uri(bucket, f"features/{run_id}/"), local)
     parts = sorted((local / "features").glob("part-*.csv"))
     return {
         "features": pd.concat([pd.read_csv(p) for p in parts]) if parts else None,

@@ -16,9 +16,9 @@ import pytest
 from conftest import ROOT, SAMPLE_DIR, job_env, run_job_in_process, sample_classes, upload_sample
 from fruits_features import pipeline, scoring
 from fruits_features.config_files import apply_overrides, build_config, load_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import ConfigError
 from fruits_features.features.model_files import file_sha256, weights_sha256
+from fruits_features.io.folders import download_folder
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.classify import (
@@ -305,7 +305,7 @@ def trained(
     result = pipeline.run(spark, config, "train-1")
 
     local = tmp_path_factory.mktemp("train-1")
-    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    download_folder(s3, S3Uri.parse(result.run_uri), local)
     return {
         "bucket": bucket,
         "uploaded": uploaded,
@@ -388,7 +388,7 @@ def test_saved_model_scores_the_same_images_with_the_same_predictions(
 
     assert result.manifest["scoring_model"]["image_size"] == IMAGE_SIZE
     local = Path(str(trained["local"]) + "-score")
-    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    download_folder(s3, S3Uri.parse(result.run_uri), local)
     assert (local / "_SUCCESS").exists()
     scored = read_parts(local / "predictions")
     expected = trained["predictions"]
@@ -454,7 +454,7 @@ def test_score_entry_point_scores_new_images_without_class_folders(
     )
 
     assert code == 0, logged[-20:]
-    download_tree(s3, S3Uri(bucket, "scores/cli-score/"), tmp_path)
+    download_folder(s3, S3Uri(bucket, "scores/cli-score/"), tmp_path)
     scored = read_parts(tmp_path / "predictions")
     assert scored["path"].tolist() == [
         f"s3://{bucket}/new/{p.name}" for p in sorted((SAMPLE_DIR / "Banana").glob("*.jpg"))

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from conftest import sample_classes, spark_submit, upload_sample
-from fruits_features.dev.local_s3 import download_tree
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.model_store import staged_pipeline_gaps
 
@@ -127,7 +127,7 @@ def cluster_runs(
         assert result.returncode == 0, f"{job} on {standalone_cluster}:\n{result.stdout[-6000:]}"
         local = tmp_path_factory.mktemp(run_id)
         prefix = "features" if job == "extract_features" else "scores"
-        download_tree(s3, S3Uri(bucket, f"{prefix}/{run_id}/"), local)
+        download_folder(s3, S3Uri(bucket, f"{prefix}/{run_id}/"), local)
         runs[run_id] = {"local": local, "events": events, "log": result.stdout}
     return runs
 

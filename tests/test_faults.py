@@ -17,8 +17,8 @@ from conftest import read_rejects, sample_classes, spark_submit, upload_sample
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.features.udf import INJECT_WORKER_KILL
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ PARTITIONS = 3
 
 
 def features_of(s3, bucket: str, run_id: str, local: Path) -> pd.DataFrame:
-    download_tree(s3, S3Uri(bucket, f"out/{run_id}/"), local)
+    download_folder(s3, S3Uri(bucket, f"out/{run_id}/"), local)
     return read_features(local)
 
 
@@ -107,7 +107,7 @@ def faulty_run(
             master="local[2,4]",
         )
     if result.returncode == 0:
-        download_tree(s3, S3Uri(bucket, "out/faulty/"), local / "faulty")
+        download_folder(s3, S3Uri(bucket, "out/faulty/"), local / "faulty")
     return {"bucket": bucket, "local": local, "expected": expected, "plan": plan, "result": result}
 
 

@@ -15,8 +15,8 @@ import pytest
 from conftest import SAMPLE_DIR, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import ConfigError
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.incremental import PreviousRunError, change_status
 
@@ -38,7 +38,7 @@ def config_for(bucket: str, weights: str, onnx: str, **sections: Any) -> Any:
 
 
 def features_of(s3, run_uri: str, local: Path, folder: str = "features") -> pd.DataFrame:
-    download_tree(s3, S3Uri.parse(run_uri), local)
+    download_folder(s3, S3Uri.parse(run_uri), local)
     parts = sorted((local / folder).glob("part-*.csv"))
     frame = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts])
     return frame.sort_values("path").set_index("path")

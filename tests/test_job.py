@@ -15,8 +15,9 @@ from conftest import run_job_in_process, sample_classes, spark_submit, upload_sa
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree, free_port
+from fruits_features.dev.local_s3 import free_port
 from fruits_features.errors import InputError, WeightsUnavailableError
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ def test_spark_submit_runs_the_job_with_overrides(
     )
 
     assert result.returncode == 0, result.stdout[-3000:]
-    download_tree(s3, S3Uri(bucket, "out/cli-run/"), tmp_path)
+    download_folder(s3, S3Uri(bucket, "out/cli-run/"), tmp_path)
     assert (tmp_path / "_SUCCESS").exists()
     frame = pd.concat([pd.read_csv(p) for p in sorted((tmp_path / "features").glob("part-*.csv"))])
     assert list(frame.columns) == ["path", "label", "pc_1", "pc_2", "pc_3"]
@@ -81,7 +82,7 @@ def test_spark_submit_runs_the_job_with_overrides(
     assert "featurized       6" in result.stdout  # the summary is logged
     # A quiet console: the job's own lines and Spark's warnings, none of Spark's INFO lines.
     assert spark_lines(result, "INFO") == []
-    assert "INFO fruits_features.stages.embed: listed 6 keys" in result.stdout
+    assert "INFO fruits_features.stages.preflight: listed 6 keys" in result.stdout
 
 
 def test_verbose_brings_back_sparks_info_lines(s3, bucket: str, weights: str) -> None:

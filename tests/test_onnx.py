@@ -17,7 +17,6 @@ from conftest import ROOT, SAMPLE_DIR, run_job_in_process, sample_classes, spark
 from fruits_features import pipeline
 from fruits_features.config import ModelConfig
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
 from fruits_features.features.model_files import file_sha256
@@ -33,6 +32,7 @@ from fruits_features.features.onnx_export import (
     load_samples,
     read_info,
 )
+from fruits_features.io.folders import download_folder
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 
@@ -205,7 +205,7 @@ def _run(bucket: str, weights: str, run_id: str, *sets: str):
 
 
 def _features(s3, bucket: str, run_id: str, folder: Path) -> tuple[pd.DataFrame, dict]:
-    download_tree(s3, S3Uri(bucket, f"out/{run_id}/"), folder)
+    download_folder(s3, S3Uri(bucket, f"out/{run_id}/"), folder)
     frame = pd.concat([pd.read_csv(p) for p in sorted((folder / "features").glob("part-*.csv"))])
     manifest = json.loads((folder / "manifest.json").read_text())
     return frame.sort_values("path").reset_index(drop=True), manifest

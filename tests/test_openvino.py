@@ -17,7 +17,6 @@ import pytest
 from conftest import SAMPLE_DIR, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import ConfigError
 from fruits_features.features.engines import (
     EmbedSpec,
@@ -30,6 +29,7 @@ from fruits_features.features.engines import (
     resolve_engine,
 )
 from fruits_features.features.onnx_export import load_samples
+from fruits_features.io.folders import download_folder
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 
@@ -181,7 +181,7 @@ def test_the_job_with_openvino_bf16_keeps_each_images_features_and_the_pca_subsp
     }.items():
         result = pipeline.run(spark, job_config(bucket, name, weights, onnx_file, **model), "run")
         local = tmp_path / name
-        download_tree(s3, S3Uri.parse(result.run_uri), local)
+        download_folder(s3, S3Uri.parse(result.run_uri), local)
         parts = sorted((local / "features").glob("part-*.csv"))
         frames[name] = pd.concat([pd.read_csv(p) for p in parts]).sort_values("path").reset_index(drop=True)
         embedded = pd.read_parquet(local / "embeddings").sort_values("path")

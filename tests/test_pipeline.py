@@ -19,13 +19,13 @@ from conftest import SAMPLE_DIR, read_rejects, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
 from fruits_features.dev.inventory_report import entries_of, write_inventory
-from fruits_features.dev.local_s3 import download_tree
 from fruits_features.errors import OutputError
 from fruits_features.features.udf import EmbedCounters
+from fruits_features.io.folders import download_folder
 from fruits_features.io.listing import list_images
 from fruits_features.io.loading import keys_frame
 from fruits_features.io.uri import S3Uri
-from fruits_features.settings import embed_spec
+from fruits_features.settings import embed_spec, s3_settings
 from fruits_features.stages.embed import embed_images
 from fruits_features.stages.reduce import component_signs
 
@@ -87,7 +87,7 @@ def run(spark, s3, weights: str, onnx_file: str, tmp_path_factory: pytest.TempPa
         result = pipeline.run(spark, config, "run-1")
 
     local = tmp_path_factory.mktemp("run-1")
-    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    download_folder(s3, S3Uri.parse(result.run_uri), local)
     parts = sorted((local / "features").glob("part-*.csv"))
     features = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts], ignore_index=True)
     return {
@@ -215,7 +215,7 @@ def test_features_equal_a_direct_keras_call(spark, s3, weights: str, onnx_file: 
     listing = list_images(s3, S3Uri.parse(config.input.uri), config.input.extensions)
     keys = keys_frame(spark, listing.images, 2)
     counters = EmbedCounters.create(spark.sparkContext)
-    embedded = embed_images(keys, embed_spec(config), counters, fetch_threads=4)
+    embedded = embed_images(keys, embed_spec(config, s3_settings(config)), counters, fetch_threads=4)
 
     rows = embedded.orderBy("path").collect()
 
@@ -257,7 +257,7 @@ def parquet_run(spark, s3, run: dict[str, Any], tmp_path_factory: pytest.TempPat
     )
     result = pipeline.run(spark, config, "run-parquet")
     local = tmp_path_factory.mktemp("run-parquet")
-    download_tree(s3, S3Uri.parse(result.run_uri), local)
+    download_folder(s3, S3Uri.parse(result.run_uri), local)
     return local
 
 
@@ -335,7 +335,7 @@ def test_a_listing_on_the_executors_gives_the_same_run(
 
     result = pipeline.run(spark, config, f"run-{listing}")
 
-    download_tree(s3, S3Uri.parse(result.run_uri), tmp_path)
+    download_folder(s3, S3Uri.parse(result.run_uri), tmp_path)
     parts = sorted((tmp_path / "features").glob("part-*.csv"))
     got = pd.concat([pd.read_csv(p, float_precision="round_trip") for p in parts]).sort_values("path")
     expected = run["features"].sort_values("path")

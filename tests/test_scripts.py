@@ -18,7 +18,7 @@ import pytest
 from conftest import sample_classes, upload_sample
 from deploy_support import ROOT
 from fruits_features.deploy.package import Package, read_pins
-from fruits_features.dev.local_s3 import download_tree
+from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 
 BOOTSTRAP = ROOT / "scripts" / "bootstrap-emr.sh"
@@ -357,7 +357,7 @@ def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tenso
 
     assert result.returncode == 0, result.stdout[-3000:]
     local = tmp_path / "out"
-    download_tree(s3, S3Uri(bucket, "features/from-wheel/"), local)
+    download_folder(s3, S3Uri(bucket, "features/from-wheel/"), local)
     assert (local / "_SUCCESS").exists()
     frame = pd.concat(pd.read_csv(p) for p in sorted((local / "features").glob("part-*.csv")))
     assert list(frame.columns) == ["path", "label", "pc_1", "pc_2"]

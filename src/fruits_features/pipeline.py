@@ -8,34 +8,23 @@ preflight still writes ``manifest.json`` (``status: failed``, the error).
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import ExitStack
 from dataclasses import replace
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
 from fruits_features.features.engines import FEATURE_DIM
-from fruits_features.io.outputs import (
-    EMBEDDINGS_DIR,
-    FEATURES_DIR,
-    PREDICTIONS_DIR,
-    WrittenPart,
-    failure_recorded,
-    finish_run,
-    write_parts,
-)
-from fruits_features.io.s3 import s3_client
-from fruits_features.io.uri import S3Uri
-from fruits_features.manifest import PcaSection, RunManifest, RunResult
-from fruits_features.progress import stage_timer
+from fruits_features.io.outputs import EMBEDDINGS_DIR, FEATURES_DIR, PREDICTIONS_DIR, WrittenPart, write_parts
+from fruits_features.job_run import JobRun
+from fruits_features.manifest import PcaSection, RunResult
 from fruits_features.reporting.publish import build_report
-from fruits_features.settings import s3_settings
 from fruits_features.stages.classify import class_counts, run_classifier
-from fruits_features.stages.embed import preflight, record_run, run_embed_stage
+from fruits_features.stages.embed import Embedded, run_embed_stage
 from fruits_features.stages.incremental import (
+    Increment,
     apply_previous,
     plan_increment,
     previous_run_uri,
@@ -45,7 +34,8 @@ from fruits_features.stages.incremental import (
     write_embeddings,
 )
 from fruits_features.stages.model_store import check_model_transfer
-from fruits_features.stages.reduce import components_to_columns, fit_reduction, project
+from fruits_features.stages.preflight import preflight
+from fruits_features.stages.reduce import Reduction, components_to_columns, fit_reduction, project
 
 log = logging.getLogger(__name__)
 
@@ -69,145 +59,124 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             ``output.incremental_base``.
         ModelMismatchError: the previous run embedded with other weights or at another size.
     """
-    started = time.perf_counter()
-    timer = stage_timer(spark.sparkContext, config.progress_interval_seconds)
-    settings = s3_settings(config)
-    client = s3_client(settings)
-    run_uri = S3Uri.parse(config.output.uri).join(run_id)
-    manifest = RunManifest("features", run_id, config.input.uri, str(run_uri), config.to_dict())
+    job = JobRun.start(spark, config, "features", run_id)
     if config.classifier.enabled or config.output.incremental_base:
         check_model_transfer(config, spark.sparkContext.master or "")
     previous_uri = previous_run_uri(config)
-    previous = None if previous_uri is None else read_previous_run(client, previous_uri, config)
-    checked = preflight(client, config, run_uri, timer, spark=spark)
-    manifest.model = checked.model
+    previous = (
+        None if previous_uri is None else read_previous_run(job.client, job.settings, previous_uri, config)
+    )
+    checked = preflight(job, config)
     listing = checked.listing
 
-    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest):
+    with ExitStack() as cleanup, job.failure_recorded():
         if listing.frame is not None:  # keys listed on the executors: released however the run ends
             cleanup.callback(listing.frame.unpersist)
         increment = None
         if previous is not None:
-            with timer.stage("increment"):
-                increment = plan_increment(spark, client, config, listing, previous)
+            with job.timer.stage("increment"):
+                increment = plan_increment(job, listing, previous)
             cleanup.callback(increment.release)
-            manifest.incremental = increment.section(config.incremental.mode)
+            job.manifest.incremental = increment.section(config.incremental.mode)
             checked = replace(checked, listing=increment.to_embed)  # embed the new and changed only
-        embedded = run_embed_stage(
-            spark,
-            config,
-            checked,
-            timer=timer,
-            manifest=manifest,
-            run_uri=run_uri,
-            cleanup=cleanup,
-            allow_none=increment is not None,
-        )
-        counts = embedded.counts
-        counts.keys_listed, counts.keys_skipped = listing.keys_listed, listing.skipped
-        featurized = embedded.featurized
-        rows = counts.featurized
-        if increment is not None:  # this run's images and the previous run's unchanged ones
-            featurized = with_unchanged(spark, client, config, increment, featurized)
-            featurized = featurized.persist(StorageLevel.MEMORY_AND_DISK)
-            cleanup.callback(featurized.unpersist)
-            rows += increment.counts["unchanged"]
+        embedded = run_embed_stage(job, config, checked, cleanup=cleanup, allow_none=increment is not None)
+        embedded.counts.keys_listed, embedded.counts.keys_skipped = listing.keys_listed, listing.skipped
+        featurized, rows = every_image(job, embedded, increment, cleanup)
         if config.output.incremental_base:
-            with timer.stage("embeddings"):
-                check_rows("embeddings", write_embeddings(featurized, run_uri, config), rows)
-            manifest.embeddings = str(run_uri.join(EMBEDDINGS_DIR)) + "/"
+            with job.timer.stage("embeddings"):
+                check_rows("embeddings", write_embeddings(job, featurized), rows)
+            job.manifest.embeddings = f"{job.uri.join(EMBEDDINGS_DIR)}/"
         if increment is not None and config.incremental.mode == "apply":
-            with timer.stage("apply"):
-                applied = apply_previous(
-                    spark, client, config, increment, featurized=embedded.featurized, run_uri=run_uri
-                )
-            counts.part_files = check_rows("feature", applied.features, rows)
-            manifest.pca = PcaSection(**increment.previous.manifest["pca"])
-            if applied.predictions:
-                manifest.classifier = {
-                    "status": "applied",
-                    "predictions": f"{run_uri.join(PREDICTIONS_DIR)}/",
-                }
-            log.info(
-                "applied the fit of %s: %d rows under %s (no report: the previous run's describes the fit)",
-                increment.previous.uri,
-                rows,
-                run_uri,
-            )
-            manifest.succeed()
-            record_run(manifest, spark, embedded, timer, started)
-            finish_run(client, run_uri, manifest)
-            return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())
-        if isinstance(config.pca.k, int) and rows <= config.pca.k:
-            log.warning(
-                "only %d images for %d components: the trailing ones carry no information", rows, config.pca.k
-            )
+            apply_fit(job, config, increment, embedded.featurized, rows)
+            return job.finish(embedded)
 
-        with timer.stage("reduce"):
-            reduction = fit_reduction(featurized, config.pca.k, rows=rows, dimension=FEATURE_DIM)
-        log.info(
-            "fitted StandardScaler + PCA(k=%d%s): %.1f%% of the variance kept",
-            reduction.k,
-            "" if reduction.variance_target is None else f", the fewest for {reduction.variance_target:g}",
-            100 * reduction.cumulative_variance[-1],
-        )
-        # The k components of every image, persisted: written, classified and sampled for the report.
-        projected = project(featurized.drop("etag"), reduction).persist(StorageLevel.MEMORY_AND_DISK)
-        cleanup.callback(projected.unpersist)
-        with timer.stage("write"):
-            parts = write_parts(
-                components_to_columns(projected, reduction.k),
-                run_uri,
-                settings,
-                FEATURES_DIR,
-                config.output.format,
-            )
-        counts.part_files = check_rows("feature", parts, rows)
-        log.info("wrote %d rows in %d part files under %s", rows, len(parts), run_uri.join(FEATURES_DIR))
-        manifest.pca = PcaSection(
-            reduction.k,
-            reduction.variance_target,
-            reduction.explained_variance,
-            reduction.cumulative_variance,
-        )
+        reduction, projected = reduce_and_write(job, config, featurized, rows, cleanup)
 
         classes = class_counts(featurized) if config.classifier.enabled or config.report.enabled else {}
         evaluation = None
         if config.classifier.enabled:
-            evaluation, manifest.classifier = run_classifier(
-                spark,
-                config=config,
-                run_id=run_id,
-                reduction=reduction,
-                projected=projected,
-                classes=classes,
-                client=client,
-                run_uri=run_uri,
-                timer=timer,
+            evaluation, job.manifest.classifier = run_classifier(
+                job, config, reduction=reduction, projected=projected, classes=classes
             )
             if evaluation is not None:
                 cleanup.callback(evaluation.predictions.unpersist)
         if config.output.incremental_base and evaluation is None:  # no classifier saved it: the reduction
-            with timer.stage("model_save"):
-                save_reduction(spark, client, config, run_id=run_id, reduction=reduction, run_uri=run_uri)
-        manifest.succeed()
-        record_run(manifest, spark, embedded, timer, started)
-        if config.report.enabled:
-            with timer.stage("report"):
-                manifest.report = build_report(
-                    config,
-                    manifest=manifest.to_dict(),
-                    reduction=reduction,
-                    projected=projected,
-                    classes=classes,
-                    evaluation=evaluation,
-                    client=client,
-                    run_uri=run_uri,
-                )
-            manifest.succeed()
-            record_run(manifest, spark, embedded, timer, started)
-        finish_run(client, run_uri, manifest)
-    return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())
+            with job.timer.stage("model_save"):
+                save_reduction(job, config, reduction)
+
+        def report() -> str:
+            return build_report(
+                config,
+                manifest=job.manifest.to_dict(),
+                reduction=reduction,
+                projected=projected,
+                classes=classes,
+                evaluation=evaluation,
+                client=job.client,
+                run_uri=job.uri,
+            )
+
+        return job.finish(embedded, report=report if config.report.enabled else None)
+
+
+def every_image(
+    job: JobRun, embedded: Embedded, increment: Increment | None, cleanup: ExitStack
+) -> tuple[DataFrame, int]:
+    """The features of every listed image and how many: this run's, and in an incremental run the
+    previous run's unchanged ones (persisted until ``cleanup`` closes)."""
+    if increment is None:
+        return embedded.featurized, embedded.counts.featurized
+    featurized = with_unchanged(job, increment, embedded.featurized).persist(StorageLevel.MEMORY_AND_DISK)
+    cleanup.callback(featurized.unpersist)
+    return featurized, embedded.counts.featurized + increment.counts["unchanged"]
+
+
+def apply_fit(job: JobRun, config: JobConfig, increment: Increment, featurized: DataFrame, rows: int) -> None:
+    """``incremental.mode: apply``: this run's images projected (and classified) by the previous
+    run's fit, written beside the unchanged images' components; the manifest says whose fit."""
+    with job.timer.stage("apply"):
+        applied = apply_previous(job, config, increment, featurized)
+    job.manifest.counts.part_files = check_rows("feature", applied.features, rows)
+    job.manifest.pca = PcaSection(**increment.previous.manifest["pca"])
+    if applied.predictions:
+        job.manifest.classifier = {"status": "applied", "predictions": f"{job.uri.join(PREDICTIONS_DIR)}/"}
+    log.info(
+        "applied the fit of %s: %d rows under %s (no report: the previous run's describes the fit)",
+        increment.previous.uri,
+        rows,
+        job.uri,
+    )
+
+
+def reduce_and_write(
+    job: JobRun, config: JobConfig, featurized: DataFrame, rows: int, cleanup: ExitStack
+) -> tuple[Reduction, DataFrame]:
+    """Fit the scaler + PCA on every image, write their components as ``features/``; returns the
+    fit and the components (``path, label, components``), persisted until ``cleanup`` closes."""
+    if isinstance(config.pca.k, int) and rows <= config.pca.k:
+        log.warning(
+            "only %d images for %d components: the trailing ones carry no information", rows, config.pca.k
+        )
+    with job.timer.stage("reduce"):
+        reduction = fit_reduction(featurized, config.pca.k, rows=rows, dimension=FEATURE_DIM)
+    log.info(
+        "fitted StandardScaler + PCA(k=%d%s): %.1f%% of the variance kept",
+        reduction.k,
+        "" if reduction.variance_target is None else f", the fewest for {reduction.variance_target:g}",
+        100 * reduction.cumulative_variance[-1],
+    )
+    job.manifest.pca = PcaSection(
+        reduction.k, reduction.variance_target, reduction.explained_variance, reduction.cumulative_variance
+    )
+    # Persisted: written, classified and sampled for the report.
+    projected = project(featurized.drop("etag"), reduction).persist(StorageLevel.MEMORY_AND_DISK)
+    cleanup.callback(projected.unpersist)
+    with job.timer.stage("write"):
+        columns = components_to_columns(projected, reduction.k)
+        parts = write_parts(columns, job.uri, job.settings, FEATURES_DIR, config.output.format)
+    job.manifest.counts.part_files = check_rows("feature", parts, rows)
+    log.info("wrote %d rows in %d part files under %s", rows, len(parts), job.uri.join(FEATURES_DIR))
+    return reduction, projected
 
 
 def check_rows(what: str, parts: list[WrittenPart], rows: int) -> int:

@@ -13,7 +13,6 @@ model trained at 64 px is never fed 224 px features.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import ExitStack
 
 from pyspark.ml.functions import array_to_vector
@@ -23,14 +22,12 @@ from pyspark.sql import functions as F
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
 from fruits_features.features.model_files import weights_sha256
-from fruits_features.io.outputs import PREDICTIONS_DIR, failure_recorded, finish_run, write_parts
-from fruits_features.io.s3 import s3_client
+from fruits_features.io.outputs import PREDICTIONS_DIR, write_parts
 from fruits_features.io.uri import S3Uri
-from fruits_features.manifest import RunManifest, RunResult
-from fruits_features.progress import stage_timer
-from fruits_features.settings import s3_settings
+from fruits_features.job_run import JobRun
+from fruits_features.manifest import RunResult
 from fruits_features.stages.classify import with_predictions
-from fruits_features.stages.embed import preflight, record_run, run_embed_stage
+from fruits_features.stages.embed import run_embed_stage
 from fruits_features.stages.model_store import (
     ModelUnavailableError,
     check_compatible,
@@ -38,6 +35,7 @@ from fruits_features.stages.model_store import (
     load_model,
     read_model_info,
 )
+from fruits_features.stages.preflight import preflight
 from fruits_features.stages.reduce import VECTOR_COL
 
 log = logging.getLogger(__name__)
@@ -59,25 +57,20 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         InputError, OutputError, WeightsUnavailableError, TooManyRejectsError, PipelineError:
             as for the feature job.
     """
-    started = time.perf_counter()
-    timer = stage_timer(spark.sparkContext, config.progress_interval_seconds)
-    settings = s3_settings(config)
-    client = s3_client(settings)
-    run_uri = S3Uri.parse(config.output.uri).join(run_id)
+    job = JobRun.start(spark, config, "scoring", run_id)
     try:
         model_uri = S3Uri.parse(model)
     except ValueError as exc:
         raise ModelUnavailableError(f"--model: {exc}") from exc
     check_model_transfer(config, spark.sparkContext.master or "")
-    with timer.stage("model_info"):
-        info = read_model_info(client, model_uri)
+    with job.timer.stage("model_info"):
+        info = read_model_info(job.client, model_uri)
     if not info.labels:
         raise ModelUnavailableError(
             f"{model_uri} holds the scaler + PCA of run {info.run_id} but no classifier: score with the "
             "model/ of a run with classifier.enabled"
         )
-    manifest = RunManifest("scoring", run_id, config.input.uri, str(run_uri), config.to_dict())
-    manifest.scoring_model = {
+    job.manifest.scoring_model = {
         "uri": str(model_uri),
         **{key: value for key, value in info.to_dict().items() if key != "labels"},
     }
@@ -89,35 +82,31 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         )
         model_config = config.model.model_copy(update={"image_size": info.image_size})
         config = config.model_copy(update={"model": model_config})
-    checked = preflight(client, config, run_uri, timer, labelled_only=False, spark=spark)
-    manifest.model = checked.model
-    with timer.stage("weights_check"):
-        check_compatible(info, config.model.weights, weights_sha256(config.model.weights, settings), model)
-    with timer.stage("model_load"):
+    checked = preflight(job, config, labelled_only=False)
+    with job.timer.stage("weights_check"):
+        check_compatible(
+            info, config.model.weights, weights_sha256(config.model.weights, job.settings), model
+        )
+    with job.timer.stage("model_load"):
         pipeline_model = load_model(
             model_uri,
-            client,
+            job.client,
             transfer=config.classifier.model_transfer,
             staging_dir=config.classifier.staging_dir,
         )
 
-    with ExitStack() as cleanup, failure_recorded(client, run_uri, manifest):
-        embedded = run_embed_stage(
-            spark, config, checked, timer=timer, manifest=manifest, run_uri=run_uri, cleanup=cleanup
-        )
+    with ExitStack() as cleanup, job.failure_recorded():
+        embedded = run_embed_stage(job, config, checked, cleanup=cleanup)
         counts = embedded.counts
         vectors = embedded.featurized.select(
             "path", "label", array_to_vector(F.col("features")).alias(VECTOR_COL)
         )
         scored = with_predictions(vectors, [pipeline_model])
-        with timer.stage("write"):
-            parts = write_parts(scored, run_uri, settings, PREDICTIONS_DIR, config.output.format)
+        with job.timer.stage("write"):
+            parts = write_parts(scored, job.uri, job.settings, PREDICTIONS_DIR, config.output.format)
         written = sum(part.rows for part in parts)
         if written != counts.featurized:
             raise PipelineError(f"wrote {written} predictions but {counts.featurized} images were featurized")
         counts.part_files = len(parts)
-        log.info("scored %d images: predictions under %s", written, run_uri.join(PREDICTIONS_DIR))
-        manifest.succeed()
-        record_run(manifest, spark, embedded, timer, started)
-        finish_run(client, run_uri, manifest)
-    return RunResult(run_uri=str(run_uri), manifest=manifest.to_dict())
+        log.info("scored %d images: predictions under %s", written, job.uri.join(PREDICTIONS_DIR))
+        return job.finish(embedded)

@@ -22,15 +22,15 @@ def s3_settings(config: JobConfig) -> S3Settings:
     )
 
 
-def embed_spec(config: JobConfig) -> EmbedSpec:
-    """The model settings shipped to the executors."""
+def embed_spec(config: JobConfig, s3: S3Settings) -> EmbedSpec:
+    """The model settings shipped to the executors, with the run's S3 settings."""
     return EmbedSpec(
         weights=config.model.weights,
         image_size=config.model.image_size,
         batch_size=config.model.batch_size,
         threads=config.model.threads,
         max_image_pixels=config.model.max_image_pixels,
-        s3=s3_settings(config),
+        s3=s3,
         engine=config.model.engine,
         onnx=config.model.onnx_location() if config.model.uses_onnx else None,
         precision=config.model.precision,

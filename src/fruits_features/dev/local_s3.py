@@ -7,18 +7,14 @@ The job reaches it exactly as it reaches AWS: through ``AWS_ENDPOINT_URL_S3``. N
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fruits_features.io.uri import S3Uri
-
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
 LOCAL_ENV = {
@@ -62,28 +58,3 @@ def local_s3(port: int | None = None) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def upload_tree(client: S3Client, folder: Path, uri: S3Uri, pattern: str = "*/*") -> int:
-    """Upload ``folder/<pattern>`` files under ``uri``, keeping their relative paths; returns the count."""
-    count = 0
-    for path in sorted(folder.glob(pattern)):
-        if path.is_file():
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            key = uri.join(path.relative_to(folder).as_posix()).key
-            client.upload_file(str(path), uri.bucket, key, ExtraArgs={"ContentType": content_type})
-            count += 1
-    return count
-
-
-def download_tree(client: S3Client, uri: S3Uri, folder: Path) -> int:
-    """Copy every object under ``uri`` into ``folder``, keeping relative paths; returns the count."""
-    count = 0
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=uri.bucket, Prefix=uri.prefix):
-        for item in page.get("Contents", []):
-            target = folder / item["Key"][len(uri.prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(uri.bucket, item["Key"], str(target))
-            count += 1
-    return count

@@ -20,11 +20,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import mimetypes
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -198,25 +196,6 @@ def read_parts(
 def json_bytes(data: Any) -> bytes:
     """``data`` as indented UTF-8 JSON, keys in the given order."""
     return json.dumps(data, indent=2, sort_keys=False).encode("utf-8")
-
-
-def upload_folder(client: S3Client, folder: Path, uri: S3Uri) -> int:
-    """Upload every file under ``folder`` to ``uri``, keeping relative paths; returns the count.
-
-    One PUT per file, through the run's client (its encryption and bucket-owner settings apply).
-    Hadoop's ``.crc`` checksum files are left out: a local copy reads fine without them.
-    """
-    count = 0
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.endswith(".crc"):
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if content_type.startswith("text/"):
-                content_type += "; charset=utf-8"
-            write_object(
-                client, uri.join(path.relative_to(folder).as_posix()), path.read_bytes(), content_type
-            )
-            count += 1
-    return count
 
 
 def write_manifest(client: S3Client, run_uri: S3Uri, manifest: RunManifest) -> None:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame
 
 from fruits_features.config import JobConfig
-from fruits_features.io.outputs import REPORT_DIR, upload_folder
+from fruits_features.io.folders import upload_folder
+from fruits_features.io.outputs import REPORT_DIR
 from fruits_features.io.uri import S3Uri
 from fruits_features.reporting.gather import confused_examples, most_frequent, scatter_sample
 from fruits_features.reporting.inputs import ConfusedExample, ReportInputs

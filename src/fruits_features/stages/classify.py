@@ -23,24 +23,19 @@ from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.feature import IndexToString, StringIndexerModel
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from fruits_features.config import ClassifierConfig, JobConfig
 from fruits_features.errors import FruitsFeaturesError
-from fruits_features.features.engines import FEATURE_DIM
-from fruits_features.features.model_files import weights_sha256
 from fruits_features.io.outputs import METRICS_FILE, MODEL_DIR, PREDICTIONS_DIR, json_bytes, write_parts
 from fruits_features.io.s3 import write_object
-from fruits_features.io.uri import S3Uri
-from fruits_features.manifest import StageTimer, utc_now
-from fruits_features.settings import s3_settings
 from fruits_features.stages.metrics import Metrics, classification_metrics, most_confused
-from fruits_features.stages.model_store import ModelInfo, save_model
+from fruits_features.stages.model_store import save_run_model
 from fruits_features.stages.reduce import COMPONENTS_COL, Reduction
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from fruits_features.job_run import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -259,16 +254,12 @@ def class_counts(featurized: DataFrame) -> dict[str, int]:
 
 
 def run_classifier(
-    spark: SparkSession,
-    *,
+    job: JobRun,
     config: JobConfig,
-    run_id: str,
+    *,
     reduction: Reduction,
     projected: DataFrame,
     classes: dict[str, int],
-    client: S3Client,
-    run_uri: S3Uri,
-    timer: StageTimer,
 ) -> tuple[Evaluation | None, dict[str, Any]]:
     """Train, evaluate, write predictions and metrics, save the scoring pipeline.
 
@@ -276,7 +267,7 @@ def run_classifier(
         The evaluation (its predictions persisted: the caller unpersists them), or ``None`` when
         these images cannot train a classifier; and the manifest's ``classifier`` section.
     """
-    settings = s3_settings(config)
+    timer, run_uri = job.timer, job.uri
     section: dict[str, Any] = {
         "train_fraction": config.classifier.train_fraction,
         "seed": config.classifier.seed,
@@ -292,7 +283,7 @@ def run_classifier(
         confusions = most_confused(metrics.labels, metrics.confusion, 10)
         with timer.stage("predictions"):
             parts = write_parts(
-                evaluation.predictions, run_uri, settings, PREDICTIONS_DIR, config.output.format
+                evaluation.predictions, run_uri, job.settings, PREDICTIONS_DIR, config.output.format
             )
             metrics_body = {
                 **metrics.to_dict(),
@@ -300,28 +291,15 @@ def run_classifier(
                 "confusion": metrics.confusion.tolist(),
                 "most_confused": [asdict(c) for c in most_confused(metrics.labels, metrics.confusion, 50)],
             }
-            write_object(client, run_uri.join(METRICS_FILE), json_bytes(metrics_body), "application/json")
+            write_object(job.client, run_uri.join(METRICS_FILE), json_bytes(metrics_body), "application/json")
         with timer.stage("model_save"):
-            info = ModelInfo(
-                image_size=config.model.image_size,
-                weights=config.model.weights,
-                weights_sha256=weights_sha256(config.model.weights, settings),
-                feature_dim=FEATURE_DIM,
+            save_run_model(
+                job,
+                config,
+                PipelineModel(stages=[*reduction.model.stages, *evaluation.classifier.stages()]),
                 k=reduction.k,
                 variance_target=reduction.variance_target,
                 labels=evaluation.classifier.labels,
-                run_id=run_id,
-                trained_at=utc_now(),
-                spark_version=spark.version,
-            )
-            scoring = PipelineModel(stages=[*reduction.model.stages, *evaluation.classifier.stages()])
-            save_model(
-                scoring,
-                info,
-                run_uri.join(MODEL_DIR),
-                client,
-                transfer=config.classifier.model_transfer,
-                staging_dir=config.classifier.staging_dir,
             )
     except BaseException:
         evaluation.predictions.unpersist()

@@ -1,14 +1,12 @@
-"""The embed stage and its preflight: list the input, check the model files and the output, then
-embed every listed image once on the executors, persist the features and count what was rejected.
+"""The embed stage: embed every listed image once on the executors, persist the features, write
+and count what was rejected (the listing and the checks before it: :mod:`.preflight`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
@@ -17,148 +15,25 @@ from pyspark.sql import functions as F
 
 from fruits_features import progress
 from fruits_features.config import JobConfig
-from fruits_features.errors import ConfigError, InputError, PipelineError, TooManyRejectsError
-from fruits_features.features.model_files import check_weights
-from fruits_features.features.onnx_export import check_onnx
+from fruits_features.errors import PipelineError, TooManyRejectsError
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
-from fruits_features.io.inventory import list_images_from_files
-from fruits_features.io.listing import Listing, list_images
+from fruits_features.io.listing import Listing
 from fruits_features.io.loading import keys_frame, partition_count
 from fruits_features.io.outputs import REJECTED_DIR, write_parts
-from fruits_features.io.parallel_listing import list_images_in_parallel
-from fruits_features.io.s3 import S3Settings, check_output_writable
+from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
-from fruits_features.manifest import Counts, EngineSection, RunManifest, StageTimer
+from fruits_features.manifest import Counts, StageTimer
 from fruits_features.progress import ProgressEndpoint
-from fruits_features.settings import embed_spec, s3_settings
+from fruits_features.settings import embed_spec
+from fruits_features.stages.preflight import Preflight
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from fruits_features.job_run import JobRun
 
 log = logging.getLogger(__name__)
 
 # The rejects the log names one by one; the rest are counted (all are in <run>/rejected/).
 REJECTS_LOGGED = 10
-
-
-def check_model(config: JobConfig) -> EngineSection:
-    """Make sure the engine's model files can be had and agree; the manifest's ``model`` section.
-
-    Raises:
-        WeightsUnavailableError: ``model.weights`` (or the ONNX file) cannot be had.
-        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
-    """
-    settings = s3_settings(config)
-    model = config.model
-    check_weights(model.weights, settings)
-    if model.engine == "tensorflow":
-        if importlib.util.find_spec("tensorflow") is None:
-            raise ConfigError(
-                "model.engine=tensorflow, but TensorFlow is not installed: install the 'tensorflow' "
-                "extra (pip install 'fruits-features[tensorflow]') or use model.engine=onnxruntime"
-            )
-        return EngineSection(engine=model.engine)
-    if model.engine == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise ConfigError(
-            "model.engine=openvino, but OpenVINO is not installed: install the 'openvino' extra "
-            "(pip install 'fruits-features[openvino]') or use model.engine=auto or onnxruntime"
-        )
-    location = model.onnx_location()
-    info = check_onnx(location, model.weights, model.image_size, settings)
-    log.info("ONNX model %s: exported from %s, %dpx", location, info.weights, info.image_size)
-    return EngineSection(
-        engine=model.engine, precision=model.precision, onnx=location, onnx_export=asdict(info)
-    )
-
-
-def list_input(
-    spark: SparkSession | None, client: S3Client, config: JobConfig, *, labelled_only: bool
-) -> Listing:
-    """The images under ``input.uri``, found as ``input.listing`` says: on the driver
-    (``sequential``), or on the executors (``parallel``, ``inventory``, ``key_list``).
-
-    Raises:
-        InputError: the prefix, the report or the list cannot be read.
-        InventoryError: the report or the list is malformed.
-    """
-    uri = S3Uri.parse(config.input.uri)
-    mode = config.input.listing
-    extensions = config.input.extensions
-    if mode == "sequential":
-        return list_images(client, uri, extensions, labelled_only=labelled_only)
-    if spark is None:
-        raise ValueError(f"input.listing {mode} needs the Spark session")
-    settings = s3_settings(config)
-    if mode == "parallel":
-        return list_images_in_parallel(spark, client, settings, uri, extensions, labelled_only=labelled_only)
-    source = S3Uri.parse((config.input.inventory if mode == "inventory" else config.input.key_list) or "")
-    return list_images_from_files(
-        spark, client, settings, uri, source, kind=mode, extensions=extensions, labelled_only=labelled_only
-    )
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """What the checks before any Spark work found: the images, and the model to embed them with."""
-
-    listing: Listing
-    model: EngineSection  # the manifest's ``model`` section, see :func:`check_model`
-
-
-def preflight(
-    client: S3Client,
-    config: JobConfig,
-    run_uri: S3Uri,
-    timer: StageTimer,
-    *,
-    labelled_only: bool = True,
-    spark: SparkSession | None = None,
-) -> Preflight:
-    """Everything that can be checked cheaply, before Spark does any heavy work.
-
-    Args:
-        client: the driver's S3 client.
-        config: the job's configuration.
-        run_uri: the run's output folder, which must be empty.
-        timer: records the ``list`` and ``preflight`` stages.
-        labelled_only: list only images in class folders (the feature job), or any image (scoring).
-        spark: the session, for the listings made on the executors (``input.listing`` other than
-            ``sequential``).
-
-    Returns:
-        The images listed under ``input.uri`` and the checked model files.
-
-    Raises:
-        InputError: the input cannot be listed or holds no images.
-        InventoryError: the inventory report or key list is malformed.
-        OutputError: the output cannot be listed or the run's folder is not empty.
-        WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
-        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
-    """
-    input_uri = S3Uri.parse(config.input.uri)
-    with timer.stage("list"):
-        listing = list_input(spark, client, config, labelled_only=labelled_only)
-    log.info(
-        "listed %d keys under %s: %d images, %d other keys skipped",
-        listing.keys_listed,
-        input_uri,
-        listing.count,
-        listing.skipped,
-    )
-    try:
-        if not listing.count:
-            raise InputError(
-                f"no images ({', '.join(config.input.extensions)}) in class folders under {input_uri} "
-                f"({listing.keys_listed} keys listed)"
-            )
-        with timer.stage("preflight"):
-            check_output_writable(client, run_uri)
-            model = check_model(config)
-    except BaseException:
-        if listing.frame is not None:  # a parallel listing's keys: released with the run that failed
-            listing.frame.unpersist()
-        raise
-    return Preflight(listing, model)
 
 
 def embed_images(
@@ -334,43 +209,23 @@ def check_embedded(
 
 
 def run_embed_stage(
-    spark: SparkSession,
+    job: JobRun,
     config: JobConfig,
     checked: Preflight,
     *,
-    timer: StageTimer,
-    manifest: RunManifest,
-    run_uri: S3Uri,
     cleanup: ExitStack,
     allow_none: bool = False,
 ) -> Embedded:
     """The embed stage as both jobs run it: embed the listed images, keep them persisted until
     ``cleanup`` closes, write the rejects under ``<run>/rejected/`` from the executors, record the
-    counts and the engines the executors ran in ``manifest``, and fail when too few were featurized
+    counts and the engines the executors ran in the manifest, and fail when too few were featurized
     (:func:`check_embedded`; ``allow_none``: an incremental run may have no new image)."""
-    embedded = embed_listing(spark, config, embed_spec(config), checked.listing, timer)
+    spec = embed_spec(config, job.settings)
+    embedded = embed_listing(job.spark, config, spec, checked.listing, job.timer)
     cleanup.callback(embedded.unpersist)
     checked.model.executors = dict(embedded.counters.engines.value)
     checked.model.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
-    manifest.counts = embedded.counts
-    sample = write_rejects(embedded, run_uri, s3_settings(config))
+    job.manifest.counts = embedded.counts
+    sample = write_rejects(embedded, job.uri, job.settings)
     check_embedded(embedded, sample, config, allow_none=allow_none)
     return embedded
-
-
-def record_run(
-    manifest: RunManifest, spark: SparkSession, embedded: Embedded, timer: StageTimer, started: float
-) -> None:
-    """Set the manifest's timings and Spark details, as of now."""
-    manifest.timings_seconds = {
-        **timer.seconds,
-        "total": round(time.perf_counter() - started, 3),
-        "executor_decode": round(embedded.counters.decode_seconds.value, 3),
-        "executor_model": round(embedded.counters.model_seconds.value, 3),
-    }
-    manifest.spark = {
-        "version": spark.version,
-        "master": spark.sparkContext.master,
-        "default_parallelism": spark.sparkContext.defaultParallelism,
-        "partitions": embedded.partitions,
-    }

@@ -31,14 +31,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import InputError
-from fruits_features.features.engines import FEATURE_DIM
 from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.folders import copy_folder
 from fruits_features.io.listing import Listing
 from fruits_features.io.loading import keys_frame
 from fruits_features.io.outputs import (
@@ -52,10 +52,8 @@ from fruits_features.io.outputs import (
     read_parts,
     write_parts,
 )
-from fruits_features.io.s3 import describe_error, iter_keys, read_object
+from fruits_features.io.s3 import S3Settings, describe_error, read_object
 from fruits_features.io.uri import S3Uri
-from fruits_features.manifest import utc_now
-from fruits_features.settings import s3_settings
 from fruits_features.stages.classify import with_predictions
 from fruits_features.stages.model_store import (
     ModelInfo,
@@ -63,7 +61,7 @@ from fruits_features.stages.model_store import (
     check_compatible,
     load_model,
     read_model_info,
-    save_model,
+    save_run_model,
 )
 from fruits_features.stages.reduce import (
     COMPONENTS_COL,
@@ -76,6 +74,8 @@ from fruits_features.stages.reduce import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from fruits_features.job_run import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def previous_run_uri(config: JobConfig) -> S3Uri | None:
     return S3Uri.parse(value) if value.startswith("s3://") else S3Uri.parse(config.output.uri).join(value)
 
 
-def read_previous_run(client: S3Client, uri: S3Uri, config: JobConfig) -> PreviousRun:
+def read_previous_run(client: S3Client, settings: S3Settings, uri: S3Uri, config: JobConfig) -> PreviousRun:
     """Read and check the previous run: finished, written with ``output.incremental_base``, its
     images embedded as this run would embed them (the same weights file and image size).
 
@@ -141,7 +141,6 @@ def read_previous_run(client: S3Client, uri: S3Uri, config: JobConfig) -> Previo
             f"(its {MANIFEST_FILE} names no embeddings/)"
         )
     previous = PreviousRun(uri, manifest, read_model_info(client, uri.join(MODEL_DIR)))
-    settings = s3_settings(config)
     check_compatible(
         previous.model,
         config.model.weights,
@@ -196,21 +195,19 @@ def change_status(listed: DataFrame, previous_index: DataFrame) -> DataFrame:
     return joined.select("path", "label", "etag", status.alias(_STATUS))
 
 
-def plan_increment(
-    spark: SparkSession, client: S3Client, config: JobConfig, listing: Listing, previous: PreviousRun
-) -> Increment:
+def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Increment:
     """Split the listed images against the previous run (see the module's notes); one aggregation
     counts them, and the previous run's index is read by the executors (``path, etag`` only).
 
     The caller releases the returned :class:`Increment`; the listing's frame is released here.
     """
-    settings = s3_settings(config)
+    spark = job.spark
     if listing.frame is not None:
         listed = listing.frame.filter(F.col("label").isNotNull())
     else:
         listed = keys_frame(spark, listing.images, spark.sparkContext.defaultParallelism)
     index_schema = StructType([StructField("path", StringType()), StructField("etag", StringType())])
-    index = read_parts(spark, client, previous.uri.join(EMBEDDINGS_DIR), index_schema, settings)
+    index = read_parts(spark, job.client, previous.uri.join(EMBEDDINGS_DIR), index_schema, job.settings)
     statuses = change_status(listed, index).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = {"new": 0, "changed": 0, "unchanged": 0}
@@ -242,55 +239,26 @@ def plan_increment(
     )
 
 
-def with_unchanged(
-    spark: SparkSession, client: S3Client, config: JobConfig, increment: Increment, featurized: DataFrame
-) -> DataFrame:
+def with_unchanged(job: JobRun, increment: Increment, featurized: DataFrame) -> DataFrame:
     """``featurized`` (``path, label, etag, features``: this run's images) and the unchanged images'
     rows of the previous run's ``embeddings/``: every listed image's features."""
     previous = read_parts(
-        spark, client, increment.previous.uri.join(EMBEDDINGS_DIR), EMBEDDINGS_SCHEMA, s3_settings(config)
+        job.spark, job.client, increment.previous.uri.join(EMBEDDINGS_DIR), EMBEDDINGS_SCHEMA, job.settings
     )
     kept = previous.join(increment.unchanged, "path", "left_semi")
     return kept.unionByName(featurized.select(*EMBEDDINGS_SCHEMA.fieldNames()))
 
 
-def write_embeddings(featurized: DataFrame, run_uri: S3Uri, config: JobConfig) -> list[WrittenPart]:
+def write_embeddings(job: JobRun, featurized: DataFrame) -> list[WrittenPart]:
     """``<run>/embeddings/part-NNNNN.parquet``: ``path, label, etag, features`` from the executors."""
     columns = featurized.select(*EMBEDDINGS_SCHEMA.fieldNames())
-    return write_parts(columns, run_uri, s3_settings(config), EMBEDDINGS_DIR, "parquet")
+    return write_parts(columns, job.uri, job.settings, EMBEDDINGS_DIR, "parquet")
 
 
-def save_reduction(
-    spark: SparkSession,
-    client: S3Client,
-    config: JobConfig,
-    *,
-    run_id: str,
-    reduction: Reduction,
-    run_uri: S3Uri,
-) -> None:
+def save_reduction(job: JobRun, config: JobConfig, reduction: Reduction) -> None:
     """Save the fitted scaler + PCA alone under ``<run>/model/`` (no classifier: no labels), the
     base of an incremental run when there is no classifier to save it with."""
-    info = ModelInfo(
-        image_size=config.model.image_size,
-        weights=config.model.weights,
-        weights_sha256=weights_sha256(config.model.weights, s3_settings(config)),
-        feature_dim=FEATURE_DIM,
-        k=reduction.k,
-        variance_target=reduction.variance_target,
-        labels=(),
-        run_id=run_id,
-        trained_at=utc_now(),
-        spark_version=spark.version,
-    )
-    save_model(
-        reduction.model,
-        info,
-        run_uri.join(MODEL_DIR),
-        client,
-        transfer=config.classifier.model_transfer,
-        staging_dir=config.classifier.staging_dir,
-    )
+    save_run_model(job, config, reduction.model, k=reduction.k, variance_target=reduction.variance_target)
 
 
 @dataclass(frozen=True)
@@ -302,21 +270,13 @@ class Applied:
     k: int
 
 
-def apply_previous(
-    spark: SparkSession,
-    client: S3Client,
-    config: JobConfig,
-    increment: Increment,
-    *,
-    featurized: DataFrame,
-    run_uri: S3Uri,
-) -> Applied:
+def apply_previous(job: JobRun, config: JobConfig, increment: Increment, featurized: DataFrame) -> Applied:
     """``incremental.mode: apply``: project this run's images with the previous run's fitted
     pipeline, keep the unchanged images' components as the previous run wrote them, write both as
     ``features/``; with the previous classifier, write the new images' ``predictions/``; copy the
     previous ``model/`` so that this run is a base in turn."""
     previous = increment.previous
-    settings = s3_settings(config)
+    spark, client, settings, run_uri = job.spark, job.client, job.settings, job.uri
     model = load_model(
         previous.uri.join(MODEL_DIR),
         client,
@@ -349,16 +309,3 @@ def apply_previous(
     if config.output.incremental_base:
         copy_folder(client, previous.uri.join(MODEL_DIR), run_uri.join(MODEL_DIR))
     return Applied(features, predictions, reduction.k)
-
-
-def copy_folder(client: S3Client, source: S3Uri, target: S3Uri) -> int:
-    """Copy every object under ``source`` to ``target`` inside S3 (server-side); returns the count."""
-    count = 0
-    for key in iter_keys(client, source):
-        relative = key[len(source.prefix) :]
-        destination = target.join(relative)
-        client.copy_object(
-            Bucket=destination.bucket, Key=destination.key, CopySource={"Bucket": source.bucket, "Key": key}
-        )
-        count += 1
-    return count

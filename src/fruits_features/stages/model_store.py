@@ -38,12 +38,18 @@ from pyspark.ml import PipelineModel
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import ConfigError, InputError, PipelineError
-from fruits_features.io.outputs import json_bytes, upload_folder
-from fruits_features.io.s3 import describe_error, iter_keys, read_object, write_object
+from fruits_features.features.engines import FEATURE_DIM
+from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.folders import download_folder, upload_folder
+from fruits_features.io.outputs import MODEL_DIR, json_bytes
+from fruits_features.io.s3 import describe_error, read_object, write_object
 from fruits_features.io.uri import S3Uri
+from fruits_features.manifest import utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from fruits_features.job_run import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -146,22 +152,14 @@ def check_compatible(info: ModelInfo, weights: str, digest: str, model_uri: str)
         )
 
 
-def download_folder(client: S3Client, uri: S3Uri, folder: Path) -> int:
-    """Copy every object under ``uri`` into ``folder``, keeping relative paths; returns the count.
+def fetch_pipeline(client: S3Client, uri: S3Uri, folder: Path) -> int:
+    """Download the saved pipeline under ``uri`` into ``folder``; returns the file count.
 
     Raises:
         ModelUnavailableError: the prefix cannot be listed or read, or holds nothing.
     """
-    count = 0
     try:
-        for key in iter_keys(client, uri):
-            relative = key[len(uri.prefix) :]
-            if not relative or relative.endswith("/"):
-                continue
-            target = folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(read_object(client, S3Uri(uri.bucket, key)))
-            count += 1
+        count = download_folder(client, uri, folder)
     except InputError as exc:
         raise ModelUnavailableError(f"cannot read the model: {exc}") from exc
     except (ClientError, BotoCoreError, Boto3Error) as exc:
@@ -212,6 +210,39 @@ def save_model(
     write_object(client, model_uri.join(MODEL_INFO_FILE), json_bytes(info.to_dict()), "application/json")
 
 
+def save_run_model(
+    job: JobRun,
+    config: JobConfig,
+    model: PipelineModel,
+    *,
+    k: int,
+    variance_target: float | None,
+    labels: tuple[str, ...] = (),
+) -> None:
+    """Save the pipeline a run fitted under ``<run>/model/``, described as this run embedded its
+    images (``labels``: the classifier's classes; none for the scaler + PCA alone)."""
+    info = ModelInfo(
+        image_size=config.model.image_size,
+        weights=config.model.weights,
+        weights_sha256=weights_sha256(config.model.weights, job.settings),
+        feature_dim=FEATURE_DIM,
+        k=k,
+        variance_target=variance_target,
+        labels=labels,
+        run_id=job.run_id,
+        trained_at=utc_now(),
+        spark_version=job.spark.version,
+    )
+    save_model(
+        model,
+        info,
+        job.uri.join(MODEL_DIR),
+        job.client,
+        transfer=config.classifier.model_transfer,
+        staging_dir=config.classifier.staging_dir,
+    )
+
+
 def read_model_info(client: S3Client, model_uri: S3Uri) -> ModelInfo:
     """``model.json`` of the model under ``model_uri``.
 
@@ -250,7 +281,7 @@ def load_model(
     staging = Path(tempfile.mkdtemp(prefix="fruits-model-", dir=staging_dir))
     local = staging / PIPELINE_DIR
     try:
-        files = download_folder(client, pipeline_uri, local)
+        files = fetch_pipeline(client, pipeline_uri, local)
         log.info("downloaded the fitted pipeline (%d files) from %s", files, pipeline_uri)
         # Loading reads every stage's data into the driver, so the copy can go right after.
         return PipelineModel.load(local.as_uri())
