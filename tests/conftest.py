@@ -9,8 +9,9 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -272,3 +273,14 @@ def read_rejects(run_folder: Path):
     parts = sorted((run_folder / "rejected").glob("part-*.csv"))
     assert parts, f"no rejected/ parts under {run_folder}"
     return pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``condition()`` turns true within ``timeout`` seconds (polled every 20 ms): for what
+    arrives asynchronously (a UDP datagram), never for how fast the machine computes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False

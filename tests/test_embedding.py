@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import wait_for
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.features.model_files import check_weights, file_sha256, local_file
 from fruits_features.features.udf import (
@@ -26,6 +27,7 @@ from fruits_features.features.udf import (
 )
 from fruits_features.io.loading import FetchResult, PendingReads
 from fruits_features.io.s3 import S3Settings
+from fruits_features.progress import ProgressListener
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
@@ -169,6 +171,8 @@ def logging_loader(spec: EmbedSpec) -> BatchRecorder:
 def test_udf_reads_s3_and_builds_the_model_once_per_python_worker_across_tasks(
     spark, s3, bucket: str, tmp_path: Path
 ) -> None:
+    """...and each task sends its running count to the driver's progress listener (the progress
+    lines' source), every image once, rejects included."""
     from pyspark import cloudpickle
     from pyspark.sql import functions as F
 
@@ -183,12 +187,12 @@ def test_udf_reads_s3_and_builds_the_model_once_per_python_worker_across_tasks(
     paths.append(f"s3://{bucket}/images/Kiwi/deleted.jpg")
     frame = spark.createDataFrame([(p,) for p in paths], "path string").repartition(8)
 
-    out = {
-        row["path"]: row["e"]
-        for row in frame.select(
-            "path", embed_column(F.col("path"), spec, loader=logging_loader).alias("e")
-        ).collect()
-    }
+    with ProgressListener("127.0.0.1") as listener:
+        column = embed_column(F.col("path"), spec, loader=logging_loader, progress=listener.endpoint)
+        out = {row["path"]: row["e"] for row in frame.select("path", column.alias("e")).collect()}
+        reported = wait_for(lambda: listener.done() == 41)
+
+    assert reported, listener.done()
 
     assert len(out) == 41
     assert all(out[p]["features"] is not None and out[p]["error"] is None for p in paths[:40])

@@ -199,7 +199,13 @@ def test_an_s3_onnx_file_is_checked_from_this_machines_copy(
 
 def _run(bucket: str, weights: str, run_id: str, *sets: str):
     args = ["--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", run_id]
-    for item in (f"model.weights={weights}", "pca.k=10", "classifier.enabled=false", *sets):
+    for item in (
+        f"model.weights={weights}",
+        "pca.k=10",
+        "classifier.enabled=false",
+        "report.enabled=false",
+        *sets,
+    ):
         args += ["--set", item]
     return spark_submit(*args)
 
@@ -278,7 +284,13 @@ def test_the_job_stops_before_spark_work_on_a_missing_or_mismatched_onnx_file(
         "other size": [f"model.onnx={onnx_file}", "model.image_size=100"],
     }[setting]
     args = ["--input", f"s3://{bucket}/images/", "--output", f"s3://{bucket}/out/", "--run-id", "stops"]
-    for item in (f"model.weights={weights}", "pca.k=10", "classifier.enabled=false", *sets):
+    for item in (
+        f"model.weights={weights}",
+        "pca.k=10",
+        "classifier.enabled=false",
+        "report.enabled=false",
+        *sets,
+    ):
         args += ["--set", item]
 
     got, logged = run_job_in_process(

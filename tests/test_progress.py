@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import wait_for
 from fruits_features.features.udf import EmbedSpec, embed_series
 from fruits_features.progress import (
     ProgressEndpoint,
@@ -49,15 +50,6 @@ def test_listener_keeps_the_latest_count_of_each_partition_and_of_its_latest_att
         listener.record(f"{token} 2 zero 5".encode())
         listener.record(b"\xff\xfe")
         assert listener.done() == 96 + 10
-
-
-def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_tasks_send_their_running_totals_over_udp_to_the_driver() -> None:
