@@ -32,16 +32,8 @@ from deploy_support import (
 from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
 from fruits_features.deploy.errors import PackageError
-from fruits_features.deploy.package import (
-    PROVIDED_BY_EMR,
-    REQUIREMENTS,
-    Package,
-    Pin,
-    build_package,
-    check_project_ranges,
-    load_package,
-    read_pins,
-)
+from fruits_features.deploy.package import Package, build_package, load_package
+from fruits_features.deploy.pins import PROVIDED_BY_EMR, REQUIREMENTS, Pin, check_project_ranges, read_pins
 from fruits_features.deploy.settings import load_settings
 from fruits_features.errors import ConfigError
 from fruits_features.features.engines import Engine

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import sample_classes, upload_sample
 from deploy_support import ROOT
-from fruits_features.deploy.package import Package, read_pins
+from fruits_features.deploy.package import Package
+from fruits_features.deploy.pins import read_pins
 from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 

@@ -10,12 +10,9 @@ standard ``AWS_REGION`` / ``AWS_ENDPOINT_URL_S3`` variables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PlainValidator,
     StrictInt,
@@ -24,8 +21,28 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from fruits_features.config_sections import (
+    IncrementalConfig,
+    ReportConfig,
+    S3Config,
+    Section,
+    SparkConfig,
+)
 from fruits_features.features.model_paths import default_onnx_location
 from fruits_features.io.uri import S3Uri
+
+__all__ = [
+    "ClassifierConfig",
+    "IncrementalConfig",
+    "InputConfig",
+    "JobConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "PcaConfig",
+    "ReportConfig",
+    "S3Config",
+    "SparkConfig",
+]
 
 # The image files a job lists by default (input.extensions), matched in any case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -33,18 +50,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGENET = "imagenet"
 
 
-class _Section(BaseModel):
-    # extra="forbid" turns a misspelt key into an error instead of a silently ignored value;
-    # strict ints refuse "50" or 50.5 where a count is expected.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _s3_uri(value: str) -> str:
     S3Uri.parse(value)  # raises ValueError with the reason, which pydantic reports under the key
     return value
 
 
-class InputConfig(_Section):
+class InputConfig(Section):
     """Where the images are listed from."""
 
     uri: str = Field(
@@ -102,7 +113,7 @@ class InputConfig(_Section):
         return tuple(ext.lower() for ext in value)
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """Where results go: ``<uri>/<run id>/``, and how they are encrypted at rest."""
 
     uri: str = Field(
@@ -148,7 +159,7 @@ def _model_file(value: str) -> str:
     return value
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The ResNet50 feature extractor and the engine that runs it."""
 
     weights: str = Field(
@@ -243,7 +254,7 @@ def _check_k(value: Any) -> int | float:
     return value
 
 
-class PcaConfig(_Section):
+class PcaConfig(Section):
     """Standardisation + PCA."""
 
     k: Annotated[int | float, PlainValidator(_check_k)] = Field(
@@ -259,7 +270,7 @@ class PcaConfig(_Section):
         return float(self.k) if isinstance(self.k, float) else None
 
 
-class ClassifierConfig(_Section):
+class ClassifierConfig(Section):
     """The optional fruit classifier: multinomial logistic regression on the PCA components."""
 
     enabled: bool = Field(
@@ -301,103 +312,7 @@ class ClassifierConfig(_Section):
     )
 
 
-class ReportConfig(_Section):
-    """The HTML report written under ``<run>/report/``."""
-
-    enabled: bool = Field(True, description="Write `<run>/report/`: `index.html` and its PNGs.")
-    classes: Annotated[StrictInt, Field(ge=1, le=20)] = Field(
-        10, description="Classes in the PC1/PC2 scatter: the most frequent, ties broken by name."
-    )
-    points_per_class: Annotated[StrictInt, Field(ge=1, le=5000)] = Field(
-        200, description="At most this many points per class reach the driver for the scatter."
-    )
-    confused_pairs: Annotated[StrictInt, Field(ge=0, le=32)] = Field(
-        8,
-        description="Most-confused (true, predicted) cells shown as image pairs; the driver reads two "
-        "thumbnails each from S3.",
-    )
-
-
-class SparkConfig(_Section):
-    """Spark settings the job applies to its session."""
-
-    app_name: str = Field("fruits-features", description="The Spark application's name.")
-    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = Field(
-        "WARN",
-        description="Spark's log level. At `WARN` and above the project's log4j2 settings keep Spark's "
-        "start-up INFO lines off the console; at `INFO`, `DEBUG` or `ALL` (`--verbose`) Spark logs as it "
-        "comes.",
-    )
-    partitions: Annotated[StrictInt, Field(ge=0)] = Field(
-        0,
-        description="Partitions of the image list; `0`: one per core (measured best on one machine), none "
-        "smaller than a model batch.",
-    )
-    conf: dict[str, str] = Field(
-        default_factory=dict,
-        description="Spark settings applied to the session, as strings (driver memory goes on the "
-        "`spark-submit` line instead).",
-    )
-
-    @field_validator("conf", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        # YAML reads `true` and `64` as bool and int; Spark wants every value as a string.
-        if isinstance(value, Mapping):
-            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-        return value
-
-
-class S3Config(_Section):
-    """How boto3 talks to S3 (endpoint, region and credentials come from the environment)."""
-
-    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
-        "standard",
-        description="boto3's retry mode; `standard` and `adaptive` retry throttling (503 SlowDown), 5xx "
-        "errors and dropped connections with exponential backoff; `adaptive` also slows its own requests.",
-    )
-    max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] = Field(
-        10, description="boto3 attempts per request, the first included."
-    )
-    max_pool_connections: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
-        16, description="Connections each boto3 client keeps open."
-    )
-    expected_bucket_owner: Annotated[str, Field(pattern=r"^[0-9]{12}$")] | None = Field(
-        None,
-        description="A 12-digit account id sent as `ExpectedBucketOwner` with every request: S3 refuses when "
-        "a bucket (input, output, model files) belongs to another account.",
-    )
-
-    @field_validator("expected_bucket_owner", mode="before")
-    @classmethod
-    def _account_id_as_text(cls, value: Any) -> Any:
-        # An account id written without quotes (YAML, --set) arrives as a number.
-        return f"{value:012d}" if isinstance(value, int) and not isinstance(value, bool) else value
-
-    fetch_threads: Annotated[StrictInt, Field(ge=1, le=256)] = Field(
-        8, description="Objects each task reads at once: S3 latency, not bandwidth, bounds small images."
-    )
-
-
-class IncrementalConfig(_Section):
-    """An incremental run: featurize only what a previous run has not."""
-
-    previous_run: str | None = Field(
-        None,
-        description="A run id under `output.uri`, or the `s3://` URI of a run folder, written with "
-        "`output.incremental_base`: only the images it does not hold (new keys, or an ETag that changed) "
-        "are featurized; the images no longer listed are left out. Unset: a full run.",
-    )
-    mode: Literal["apply", "refit"] = Field(
-        "apply",
-        description="`apply`: the previous run's scaler + PCA (+ classifier) project the new images, and the "
-        "unchanged ones keep their components exactly, so every row is comparable with the previous run. "
-        "`refit`: StandardScaler + PCA (+ classifier) are fitted again on all the images, the unchanged "
-        "ones from the previous run's `embeddings/`.",
-    )
-
-
-class JobConfig(_Section):
+class JobConfig(Section):
     """The whole job's configuration."""
 
     input: InputConfig
