@@ -228,8 +228,10 @@ def score_summary_lines(manifest: dict[str, Any]) -> list[str]:
     """A short human summary of a finished scoring run, from its manifest."""
     counts = manifest["counts"]
     timings = manifest["timings_seconds"]
+    model = manifest["scoring_model"]
     return [
-        f"scoring run {manifest['run_id']} with {manifest['model']}",
+        f"scoring run {manifest['run_id']}",
+        f"  model            {model['uri']} (trained by run {model['run_id']}, {model['image_size']}px)",
         f"  images           {counts['images']} ({counts['rejected']} rejected)",
         f"  scored           {counts['featurized']}",
         f"  wall time        {timings['total']:.1f}s",
