@@ -20,7 +20,7 @@ from fruits_features.reporting.figures import (
     confused_classes,
     row_normalised,
 )
-from fruits_features.reporting.gather import most_frequent
+from fruits_features.reporting.gather import spread_classes
 from fruits_features.reporting.inputs import ConfusedExample, ReportInputs
 from fruits_features.reporting.page import render_html, write_report_folder
 from fruits_features.stages.metrics import classification_metrics, most_confused
@@ -190,5 +190,23 @@ def test_confused_classes_keep_their_order_of_appearance_up_to_the_limit() -> No
     assert confused_classes(confusions, limit=3) == ["a", "b", "c"]
 
 
-def test_most_frequent_classes_break_ties_by_name() -> None:
-    assert most_frequent({"Kiwi": 3, "Apple": 5, "Banana": 3, "Cherry": 1}, 3) == ["Apple", "Banana", "Kiwi"]
+def test_the_scatter_shows_classes_spread_over_the_plane_not_the_first_by_name() -> None:
+    # Equal counts, as in the demo: eight apples packed near the origin, three other fruits apart.
+    apples = {f"Apple {n}": (0.1 * n, 0.0) for n in range(8)}
+    others = {"Banana": (10.0, 0.0), "Kiwi": (0.0, 10.0), "Orange": (-10.0, -10.0)}
+    centroids = {**apples, **others}
+    counts = dict.fromkeys(centroids, 2)
+
+    chosen = spread_classes(centroids, counts, 4)
+
+    assert chosen == ["Apple 0", "Banana", "Kiwi", "Orange"]  # not Apple 0-3
+    assert spread_classes(dict(reversed(centroids.items())), counts, 4) == chosen  # order-free
+    assert spread_classes(centroids, counts, 20) == sorted(centroids)  # all, when fewer than asked
+    assert spread_classes({}, {}, 3) == []
+
+
+def test_the_spread_starts_from_the_most_frequent_class() -> None:
+    centroids = {"Apple": (0.0, 0.0), "Banana": (1.0, 0.0), "Cherry": (5.0, 0.0)}
+
+    assert spread_classes(centroids, {"Apple": 1, "Banana": 9, "Cherry": 1}, 1) == ["Banana"]
+    assert spread_classes(centroids, {"Apple": 1, "Banana": 9, "Cherry": 1}, 2) == ["Banana", "Cherry"]

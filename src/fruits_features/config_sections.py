@@ -26,7 +26,9 @@ class ReportConfig(Section):
 
     enabled: bool = Field(True, description="Write `<run>/report/`: `index.html` and its PNGs.")
     classes: Annotated[StrictInt, Field(ge=1, le=20)] = Field(
-        10, description="Classes in the PC1/PC2 scatter: the most frequent, ties broken by name."
+        10,
+        description="Classes in the PC1/PC2 scatter, chosen to show the spread: the most frequent first, "
+        "then each time the class whose mean (PC1, PC2) is farthest from those chosen (ties by name).",
     )
     points_per_class: Annotated[StrictInt, Field(ge=1, le=5000)] = Field(
         200, description="At most this many points per class reach the driver for the scatter."

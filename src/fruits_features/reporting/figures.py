@@ -82,10 +82,10 @@ def variance_figure(spectrum: Sequence[float], k: int, target: float | None) -> 
 
 
 def scatter_figure(sample: pd.DataFrame) -> Figure:
-    """PC1 against PC2, one colour per class (the classes in ``sample``, most frequent first)."""
+    """PC1 against PC2, one colour per class (the classes in ``sample``, in name order)."""
     figure = _figure(9, 6)
     axes = figure.add_subplot()
-    labels = list(dict.fromkeys(sample["label"]))
+    labels = sorted(set(sample["label"]))
     colours = _palette(len(labels))
     for label, colour in zip(labels, colours, strict=True):
         points = sample[sample["label"] == label]
@@ -99,7 +99,7 @@ def scatter_figure(sample: pd.DataFrame) -> Figure:
     axes.legend(
         loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, title="class (points)", frameon=False
     )
-    axes.set_title(f"The first two components, {len(labels)} most frequent classes")
+    axes.set_title(f"The first two components, {len(labels)} classes chosen to show their spread")
     return figure
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fruits_features.features.decoding import ImageDecodeError, decode_image
@@ -33,9 +33,41 @@ THUMBNAIL_SIZE = 100  # Fruits 360's own size
 # -- gathering (Spark, S3; every result bounded) ------------------------------------------------
 
 
-def most_frequent(class_counts: Mapping[str, int], count: int) -> list[str]:
-    """The ``count`` classes with the most images, ties broken by name."""
-    return [label for label, _ in sorted(class_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]]
+def spread_classes(
+    centroids: Mapping[str, tuple[float, float]], class_counts: Mapping[str, int], count: int
+) -> list[str]:
+    """``count`` classes that show the spread of the first two components, in name order.
+
+    A farthest-point choice over the classes' mean (PC1, PC2): the most frequent class first (ties
+    broken by name), then each time the class farthest from every class chosen so far (ties broken
+    by name). With as many images in every class, the most frequent would be the first ones by
+    name (in Fruits 360, all apples); this choice spans the plane instead. Deterministic.
+    """
+    names = sorted(centroids, key=lambda name: (-class_counts.get(name, 0), name))
+    if not names:
+        return []
+    points = np.array([centroids[name] for name in names], dtype=float)
+    chosen = [0]
+    nearest = np.linalg.norm(points - points[0], axis=1)  # each class's distance to the chosen ones
+    while len(chosen) < min(count, len(names)):
+        # argmax returns the first maximum: ties go to the more frequent class, then by name.
+        farthest = int(np.argmax(np.where(np.isin(np.arange(len(names)), chosen), -1.0, nearest)))
+        chosen.append(farthest)
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[farthest], axis=1))
+    return sorted(names[i] for i in chosen)
+
+
+def first_two_components() -> tuple[Column, Column]:
+    """PC1 and PC2 of ``components`` (PC2 0 when there is one component)."""
+    components = vector_to_array(F.col(COMPONENTS_COL))
+    return components.getItem(0), F.when(F.size(components) > 1, components.getItem(1)).otherwise(F.lit(0.0))
+
+
+def class_centroids(projected: DataFrame) -> dict[str, tuple[float, float]]:
+    """Each class's mean PC1 and PC2 (one row per class reaches the driver)."""
+    first, second = first_two_components()
+    rows = projected.groupBy("label").agg(F.avg(first).alias("pc_1"), F.avg(second).alias("pc_2")).collect()
+    return {row["label"]: (float(row["pc_1"]), float(row["pc_2"])) for row in rows}
 
 
 def scatter_sample(
@@ -47,13 +79,12 @@ def scatter_sample(
     single component, ``pc_2`` is 0.
     """
     order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), F.col("path")), F.col("path"))
-    components = vector_to_array(F.col(COMPONENTS_COL))
-    second = F.when(F.size(components) > 1, components.getItem(1)).otherwise(F.lit(0.0))
+    first, second = first_two_components()
     rows = (
         projected.filter(F.col("label").isin(list(classes)))
         .withColumn("_rank", F.row_number().over(order))
         .filter(F.col("_rank") <= per_class)
-        .select("label", components.getItem(0).alias("pc_1"), second.alias("pc_2"))
+        .select("label", first.alias("pc_1"), second.alias("pc_2"))
         .collect()
     )
     return pd.DataFrame([tuple(row) for row in rows], columns=["label", "pc_1", "pc_2"])

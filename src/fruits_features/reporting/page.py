@@ -153,7 +153,8 @@ def render_html(inputs: ReportInputs, pictures: Mapping[str, Path]) -> str:
         SCATTER_PNG,
         pictures,
         "Scatter of PC1 against PC2 coloured by class",
-        "A bounded sample of the most frequent classes (points per class in the legend).",
+        "A bounded sample of classes chosen to show the spread: from the most frequent, each time the "
+        "class whose mean is farthest from those chosen (points per class in the legend).",
     )
     parts = [
         "<!doctype html>",

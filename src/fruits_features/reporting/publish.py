@@ -13,7 +13,12 @@ from fruits_features.config import JobConfig
 from fruits_features.io.folders import upload_folder
 from fruits_features.io.outputs import REPORT_DIR
 from fruits_features.io.uri import S3Uri
-from fruits_features.reporting.gather import confused_examples, most_frequent, scatter_sample
+from fruits_features.reporting.gather import (
+    class_centroids,
+    confused_examples,
+    scatter_sample,
+    spread_classes,
+)
 from fruits_features.reporting.inputs import ConfusedExample, ReportInputs
 from fruits_features.reporting.page import INDEX_FILE, write_report_folder
 from fruits_features.stages.classify import Evaluation
@@ -38,9 +43,8 @@ def build_report(
     run_uri: S3Uri,
 ) -> str:
     """Gather the report's bounded inputs, draw it, upload ``<run>/report/``; returns its URI."""
-    sample = scatter_sample(
-        projected, most_frequent(classes, config.report.classes), config.report.points_per_class
-    )
+    shown = spread_classes(class_centroids(projected), classes, config.report.classes)
+    sample = scatter_sample(projected, shown, config.report.points_per_class)
     examples: list[ConfusedExample] = []
     if evaluation is not None and config.report.confused_pairs:
         metrics = evaluation.metrics
