@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from fruits_features.config import ModelConfig
 from fruits_features.config_files import build_config
 from fruits_features.errors import WeightsUnavailableError
 from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
-from fruits_features.features.model_files import file_sha256
+from fruits_features.features.model_files import file_sha256, tensorflow_import_quieted
 from fruits_features.features.onnx_export import (
     TOLERANCE,
     ExportError,
@@ -350,3 +351,30 @@ def test_the_export_command_fails_with_one_line(
     assert len(errors) == 1
     assert message in errors[0]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_tensorflow_import_lines_are_kept_off_stderr_unless_the_block_fails(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What TensorFlow's native code writes before absl's logging is set up: straight to fd 2.
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    with tensorflow_import_quieted():
+        os.write(2, b"I0000 cudart_stub.cc:31] Could not find cuda drivers\n")
+    assert capfd.readouterr().err == ""
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+
+    def failing_import() -> None:
+        with tensorflow_import_quieted():
+            os.write(2, b"F0000 the reason it failed\n")
+            raise ImportError("no tensorflow")
+
+    with pytest.raises(ImportError):
+        failing_import()
+    assert "F0000 the reason it failed" in capfd.readouterr().err
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TensorFlow's lines
+    with tensorflow_import_quieted():
+        os.write(2, b"I0000 shown\n")
+    assert "I0000 shown" in capfd.readouterr().err

@@ -16,7 +16,10 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -70,6 +73,42 @@ def quiet_tensorflow() -> None:
     ``TF_CPP_MIN_LOG_LEVEL`` is set: call before importing TensorFlow or Keras. Python-level
     errors still raise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextmanager
+def tensorflow_import_quieted() -> Iterator[None]:
+    """Import TensorFlow (and Keras) in this block without its native start-up lines on the console.
+
+    TensorFlow 2.19 and later write their import-time lines (the CUDA probe, the oneDNN note) to
+    stderr before absl's logging is set up, whatever ``TF_CPP_MIN_LOG_LEVEL`` says
+    (tensorflow/tensorflow#100442). Unless the user set ``TF_CPP_MIN_LOG_LEVEL``, stderr's file
+    descriptor goes to a temporary file while the block runs: what was written there is logged at
+    DEBUG, or written back to stderr if the block fails. For a process with one thread at work
+    (the driver's export), not for the executors, whose other threads write to stderr too.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        yield
+        return
+    quiet_tensorflow()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            if failed:
+                sys.stderr.write(text)
+            elif text:
+                log.debug("TensorFlow's native start-up lines:\n%s", text.rstrip())
 
 
 def imagenet_path() -> Path:

@@ -40,7 +40,13 @@ from fruits_features.errors import (
 )
 from fruits_features.features.decoding import ImageDecodeError, decode_image
 from fruits_features.features.engines import FEATURE_DIM, preprocess
-from fruits_features.features.model_files import is_s3, local_file, one_line, quiet_tensorflow, weights_sha256
+from fruits_features.features.model_files import (
+    is_s3,
+    local_file,
+    one_line,
+    tensorflow_import_quieted,
+    weights_sha256,
+)
 from fruits_features.io.listing import list_images
 from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
 from fruits_features.io.uri import S3Uri
@@ -204,8 +210,8 @@ def _versions() -> dict[str, str]:
 
 
 def _keras_model(weights: str, image_size: int, s3: S3Settings) -> Any:
-    quiet_tensorflow()
-    import keras
+    with tensorflow_import_quieted():
+        import keras
 
     model = keras.applications.ResNet50(
         include_top=False,
