@@ -1,0 +1,167 @@
+"""`make bench`: each engine's job end to end against its own model ceiling at N images, and
+a scaling run over several N; bench/results/run.json and run.png."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fruits_features.dev.bench.ceilings import ceilings
+from fruits_features.dev.bench.harness import (
+    BUCKET,
+    CORES,
+    JOB_HEADER,
+    RESULTS,
+    cpu_line,
+    cpu_report,
+    engine_overrides,
+    job_row,
+    run_job,
+    save,
+    stage_images,
+    table,
+)
+from fruits_features.dev.local_s3 import local_s3
+from fruits_features.io.s3 import s3_client
+
+
+def plot_run(result: dict[str, Any], path: Path) -> None:
+    """run.png: the jobs against their ceilings, where the time goes, and the scaling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = result["engines"]
+    colours = {
+        "onnxruntime": "#dd8452",
+        "tensorflow": "#4c72b0",
+        "openvino-fp32": "#55a868",
+        "openvino-bf16": "#8172b3",
+    }
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
+    n = result["settings"]["n"]
+    labels, rates, bar_colours = [], [], []
+    for engine, measured in engines.items():
+        labels += [f"{engine}\nmodel ceiling", f"{engine}\njob N={n}"]
+        rates += [measured["ceilings"]["model_images_per_s"], measured["job"]["images_per_s"]]
+        bar_colours += [colours.get(engine, "#8c8c8c")] * 2
+    bars = left.barh(labels, rates, color=bar_colours)
+    for bar in bars[1::2]:  # the jobs, lighter than their ceilings
+        bar.set_alpha(0.6)
+    for row, rate in enumerate(rates):
+        left.text(rate, row, f" {rate:.1f}", va="center")
+    left.set_xlim(0, max(rates) * 1.3)
+    left.set_xlabel("images/s")
+    ratios = ", ".join(f"{e} {m['ratio']:.2f}" for e, m in engines.items())
+    left.set_title(f"job / own model ceiling: {ratios}")
+
+    stages = ["list", "preflight", "load_and_embed", "reduce", "write"]
+    width = 0.8 / len(engines)
+    for i, (engine, measured) in enumerate(engines.items()):
+        seconds = [measured["job"]["timings_seconds"].get(stage, 0.0) for stage in stages]
+        middle.bar(
+            [x + i * width for x in range(len(stages))],
+            seconds,
+            width,
+            label=engine,
+            color=colours.get(engine, "#8c8c8c"),
+        )
+    middle.set_xticks([x + width * (len(engines) - 1) / 2 for x in range(len(stages))], stages, rotation=30)
+    middle.set_ylabel("seconds")
+    middle.set_title(f"where the job's time goes (N={n})")
+    middle.legend()
+
+    twin = right.twinx()
+    for engine, measured in engines.items():
+        scaling = measured["scaling"]
+        ns = [job["n"] for job in scaling]
+        colour = colours.get(engine, "#8c8c8c")
+        right.plot(ns, [job["timings_seconds"]["total"] for job in scaling], "o-", color=colour, label=engine)
+        twin.plot(
+            ns, [job["peak_memory_mib"]["driver_jvm"] for job in scaling], "s--", color=colour, alpha=0.5
+        )
+        twin.plot(ns, [job["peak_memory_mib"]["worker"] for job in scaling], "^:", color=colour, alpha=0.5)
+    right.set_xlabel("images (N)")
+    right.set_ylabel("job total (s), solid")
+    twin.set_ylabel("peak MiB: driver JVM (squares), Python worker (triangles)")
+    twin.set_ylim(bottom=0)
+    right.legend(loc="upper left")
+    right.set_title("scaling: time linear in N, memory flat")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """`make bench`."""
+    sizes = sorted({args.n, *args.scaling})
+    engines: dict[str, dict[str, Any]] = {}
+    cpu = cpu_report()
+    print(cpu_line(cpu), flush=True)
+    with local_s3():
+        s3_client().create_bucket(Bucket=BUCKET)
+        for n in sizes:
+            stage_images(n, args.data, f"n{n}")
+        for engine in args.engines:
+            ceiling = ceilings(
+                engine=engine,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                threads=CORES,
+                weights=args.weights,
+                data=args.data,
+                images=min(args.n, 512),
+            )
+            overrides = engine_overrides(engine, args.weights, args.image_size)
+            jobs = {n: run_job(f"n{n}", n, args.weights, overrides, args.master) for n in sizes}
+            engines[engine] = {
+                "ceilings": ceiling,
+                "job": jobs[args.n],
+                "ratio": jobs[args.n]["images_per_s"] / ceiling["model_images_per_s"],
+                "scaling": [jobs[n] for n in sizes],
+            }
+            print(f"{engine}: job / model ceiling = {engines[engine]['ratio']:.2f} at N={args.n}", flush=True)
+    result: dict[str, Any] = {
+        "machine": {
+            "cores": CORES,
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "cpu": cpu,
+        },
+        "settings": {
+            "n": args.n,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "master": args.master,
+        },
+        "engines": engines,
+    }
+    if {"onnxruntime", "tensorflow"} <= engines.keys():
+        onnx, tf = engines["onnxruntime"], engines["tensorflow"]
+        result["onnxruntime_over_tensorflow"] = {
+            "job": onnx["job"]["images_per_s"] / tf["job"]["images_per_s"],
+            "model_ceiling": onnx["ceilings"]["model_images_per_s"] / tf["ceilings"]["model_images_per_s"],
+        }
+    path = save("run", result)
+    plot_run(result, RESULTS / "run.png")
+    for engine, measured in engines.items():
+        ceiling = measured["ceilings"]
+        print(
+            f"{engine}: model ceiling {ceiling['model_images_per_s']:.2f} images/s ({CORES} threads, "
+            f"batch {args.batch_size}, start-up {ceiling['model_startup_s']:.1f}s); decode ceiling "
+            f"{ceiling['decode_images_per_s']:.2f} images/s (one core)"
+        )
+    rows: list[tuple[str, ...]] = [JOB_HEADER]
+    for engine, measured in engines.items():
+        rate = measured["ceilings"]["model_images_per_s"]
+        rows += [job_row(f"{engine} N={job['n']}", job, rate) for job in measured["scaling"]]
+    print(table(rows))
+    for engine, measured in engines.items():
+        print(f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={args.n}")
+    if "onnxruntime_over_tensorflow" in result:
+        both = result["onnxruntime_over_tensorflow"]
+        print(f"onnxruntime / tensorflow: job {both['job']:.2f}x, model ceiling {both['model_ceiling']:.2f}x")
+    print(f"wrote {path} and {RESULTS / 'run.png'}")
