@@ -178,6 +178,11 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
         ("MASTER", "m5.xlarge", 1),
         ("CORE", "m7i.4xlarge", 4),
     ]
+    # EMR_DefaultRole_V2's managed policy acts only on resources tagged so: EMR tags what it creates.
+    assert params["Tags"] == [
+        {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
+        {"Key": "project", "Value": "fruits-features"},
+    ]
     assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
     assert "AutoTerminationPolicy" not in params  # a one-off cluster ends with its step
     (bootstrap,) = params["BootstrapActions"]
@@ -533,6 +538,10 @@ def test_bad_job_arguments_exit_2_before_any_upload(
     [
         ({"cluster": {"colour": "red"}}, "key 'cluster.colour': unknown key"),
         ({"cluster": {"release_label": "emr-6.15.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
+        (
+            {"cluster": {"tags": {"for-use-with-amazon-emr-managed-policies": "false"}}},
+            "key 'cluster.tags': for-use-with-amazon-emr-managed-policies must be 'true'",
+        ),
         ({"cluster": {"primary": {"instance_type": "m5.xlarge", "count": 2}}}, "1 or 3 primary nodes"),
         ({"artifacts_uri": "s3://bucket-only"}, "key 'artifacts_uri': name a prefix inside the bucket"),
         ({"step": {"driver_memory": "lots"}}, "key 'step.driver_memory'"),
@@ -769,6 +778,19 @@ def test_node_and_submitter_policies_cover_the_artifacts_logs_and_the_two_roles_
         f"arn:aws:iam::ACCOUNT_ID:role/{settings.cluster.service_role}",
         {"iam:PassedToService": "lambda.amazonaws.com"},
     )
+
+
+def test_the_service_role_may_pass_the_nodes_role_to_ec2_and_nothing_else() -> None:
+    # AmazonEMRServicePolicy_v2 lets EMR pass EMR_EC2_DefaultRole only: the nodes' own role needs
+    # this inline statement on the service role.
+    settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
+    service = _policy("emr-service-role-policy.json")
+    nodes = f"arn:aws:iam::ACCOUNT_ID:role/{settings.cluster.instance_profile}"
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    assert _allowed(service, "iam:PassRole", nodes, to_ec2)
+    assert not _allowed(service, "iam:PassRole", nodes, {"iam:PassedToService": "lambda.amazonaws.com"})
+    assert not _allowed(service, "iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", to_ec2)
+    assert not _allowed(service, "s3:GetObject", "arn:aws:s3:::fruits-artifacts-bucket/anything")
 
 
 def test_no_credentials_in_any_deploy_file() -> None:

@@ -310,7 +310,7 @@ def run_job_flow_request(
         ],
         "Steps": [step_request(settings, package, job, arguments)],
         "VisibleToAllUsers": True,
-        "Tags": [{"Key": key, "Value": value} for key, value in sorted(cluster.tags.items())],
+        "Tags": [{"Key": key, "Value": value} for key, value in sorted(cluster.request_tags.items())],
     }
     if cluster.keep_alive:
         request["AutoTerminationPolicy"] = {"IdleTimeout": cluster.idle_timeout_seconds}

@@ -28,6 +28,10 @@ _RELEASE_RE = re.compile(r"^emr-7\.\d+\.\d+$")
 _INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _MEMORY_RE = re.compile(r"^[1-9][0-9]*[kmgt]$")
 _ROLE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
+# EMR's v2 managed policies (AmazonEMRServicePolicy_v2, the default service role's) act only on
+# resources that carry this tag with the value "true": the cluster is created with it (EMR passes it
+# on to what it creates), and a subnet or security group EMR did not create must carry it too.
+MANAGED_POLICY_TAG = "for-use-with-amazon-emr-managed-policies"
 
 
 class _Section(BaseModel):
@@ -88,6 +92,21 @@ class ClusterSettings(_Section):
         if not _RELEASE_RE.match(value):
             raise ValueError(f"expected an EMR 7.x release label such as emr-7.13.0, got {value!r}")
         return value
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if value.get(MANAGED_POLICY_TAG, "true") != "true":
+            raise ValueError(
+                f"{MANAGED_POLICY_TAG} must be 'true' (it is added to every cluster: EMR's v2 managed "
+                "policies act only on resources tagged so)"
+            )
+        return value
+
+    @property
+    def request_tags(self) -> dict[str, str]:
+        """The tags the cluster is created with: ``tags`` and the v2 managed policies' tag."""
+        return {**self.tags, MANAGED_POLICY_TAG: "true"}
 
     @field_validator("log_uri")
     @classmethod
