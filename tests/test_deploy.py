@@ -538,6 +538,7 @@ def test_bad_job_arguments_exit_2_before_any_upload(
     [
         ({"cluster": {"colour": "red"}}, "key 'cluster.colour': unknown key"),
         ({"cluster": {"release_label": "emr-6.15.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
+        ({"cluster": {"release_label": "emr-spark-8.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
         (
             {"cluster": {"tags": {"for-use-with-amazon-emr-managed-policies": "false"}}},
             "key 'cluster.tags': for-use-with-amazon-emr-managed-policies must be 'true'",
@@ -570,6 +571,16 @@ def test_the_shipped_cluster_settings_validate() -> None:
     settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
     assert settings.cluster.release_label.startswith("emr-7.")
     assert settings.bootstrap.python == "python3.11"
+
+
+@pytest.mark.parametrize("release", ["emr-7.14.0", "emr-spark-8.0.0"])
+def test_the_current_releases_are_accepted(tmp_path: Path, release: str) -> None:
+    data = yaml.safe_load((ROOT / "conf" / "emr-cluster.yaml").read_text())
+    data["cluster"]["release_label"] = release
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    assert load_settings(path).cluster.release_label == release
 
 
 def test_a_missing_or_changed_package_exits_2_naming_make_package(

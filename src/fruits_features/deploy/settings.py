@@ -22,9 +22,10 @@ from fruits_features.config_files import read_yaml
 from fruits_features.errors import ConfigError
 from fruits_features.io.uri import S3Uri
 
-# EMR 7.x is the line with Spark 3.5 on Amazon Linux 2023 (python3.11 in its package repository);
-# the job needs Spark 3.5 or later.
-_RELEASE_RE = re.compile(r"^emr-7\.\d+\.\d+$")
+# The releases with Spark 3.5 or later on Amazon Linux 2023, whose package repository has python3.11:
+# EMR 7.x (Spark 3.5) and the AWS runtime for Apache Spark, emr-spark-8.x (emr-spark-8.0.0: Spark
+# 4.0.2, Python 3.11-3.13).
+_RELEASE_RE = re.compile(r"^(emr-7|emr-spark-8)\.\d+\.\d+$")
 _INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _MEMORY_RE = re.compile(r"^[1-9][0-9]*[kmgt]$")
 _ROLE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
@@ -90,7 +91,10 @@ class ClusterSettings(_Section):
     @classmethod
     def _check_release(cls, value: str) -> str:
         if not _RELEASE_RE.match(value):
-            raise ValueError(f"expected an EMR 7.x release label such as emr-7.13.0, got {value!r}")
+            raise ValueError(
+                f"expected an EMR 7.x or emr-spark-8.x release label such as emr-7.13.0 or emr-spark-8.0.0, "
+                f"got {value!r}"
+            )
         return value
 
     @field_validator("tags")
