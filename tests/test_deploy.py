@@ -804,6 +804,17 @@ def test_the_service_role_may_pass_the_nodes_role_to_ec2_and_nothing_else() -> N
     assert not _allowed(service, "s3:GetObject", "arn:aws:s3:::fruits-artifacts-bucket/anything")
 
 
+def test_the_kms_policy_lets_the_job_encrypt_and_read_through_s3_only() -> None:
+    kms = _policy("job-kms-policy.json")
+    key = "arn:aws:kms:REGION:ACCOUNT_ID:key/KEY_ID"
+    via_s3 = {"kms:ViaService": "s3.REGION.amazonaws.com"}
+    assert _allowed(kms, "kms:GenerateDataKey", key, via_s3)  # PUT, CreateMultipartUpload
+    assert _allowed(kms, "kms:Decrypt", key, via_s3)  # UploadPart, GET of an encrypted output
+    assert not _allowed(kms, "kms:Decrypt", key, {"kms:ViaService": "lambda.REGION.amazonaws.com"})
+    assert not _allowed(kms, "kms:Decrypt", "arn:aws:kms:REGION:ACCOUNT_ID:key/other", via_s3)
+    assert not _allowed(kms, "kms:ScheduleKeyDeletion", key, via_s3)
+
+
 def test_no_credentials_in_any_deploy_file() -> None:
     files = [
         *(ROOT / "conf").rglob("*.yaml"),
