@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from deploy_support import (
     ROOT,
@@ -31,9 +33,14 @@ from deploy_support import (
 )
 from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
-from fruits_features.deploy.errors import PackageError
+from fruits_features.deploy.errors import AwsCallError, PackageError
 from fruits_features.deploy.package import Package, build_package, load_package
 from fruits_features.deploy.pins import PROVIDED_BY_EMR, REQUIREMENTS, Pin, check_project_ranges, read_pins
+from fruits_features.deploy.security import (
+    SecuritySettings,
+    create_security_configuration,
+    security_configuration_request,
+)
 from fruits_features.deploy.settings import load_settings
 from fruits_features.errors import ConfigError
 from fruits_features.features.engines import Engine
@@ -144,6 +151,12 @@ def dry_run(package: Package, settings: Path, bucket: str, run_id: str, capsys: 
     return json.loads(capsys.readouterr().out)
 
 
+def run_job_flow_of(plan: Any) -> Any:
+    """The parameters of the plan's RunJobFlow request."""
+    (params,) = [r["parameters"] for r in plan["requests"] if r["operation"] == "RunJobFlow"]
+    return params
+
+
 # --- dry run ---------------------------------------------------------------------------------
 
 
@@ -163,9 +176,20 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
         *(artifacts + name for name in package.files),
         f"s3://{bucket}/artifacts/runs/dry-1/emr.yaml",
     ]
-    ((request),) = plan["requests"]
-    assert request["operation"] == "RunJobFlow"
+    security, request = plan["requests"]
+    assert (security["operation"], request["operation"]) == ("CreateSecurityConfiguration", "RunJobFlow")
     params = request["parameters"]
+    # Encryption at rest for what EMRFS writes (the model with model_transfer hadoop); no local-disk key
+    # in the shipped settings. The name carries the content's digest and the cluster uses it.
+    assert json.loads(security["parameters"]["SecurityConfiguration"]) == {
+        "EncryptionConfiguration": {
+            "EnableInTransitEncryption": False,
+            "EnableAtRestEncryption": True,
+            "AtRestEncryptionConfiguration": {"S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}},
+        }
+    }
+    assert re.fullmatch(r"fruits-features-[0-9a-f]{12}", security["parameters"]["Name"])
+    assert params["SecurityConfiguration"] == security["parameters"]["Name"]
     assert params["ReleaseLabel"] == "emr-7.13.0"
     assert params["Applications"] == [{"Name": "Spark"}]
     assert params["LogUri"] == f"s3://{bucket}/emr-logs/"
@@ -216,7 +240,7 @@ def test_the_tensorflow_engine_bootstraps_tensorflow_and_points_the_step_at_node
 
     plan = dry_run(package, settings, bucket, "dry-tf", capsys, "--set", "model.engine=tensorflow")
 
-    params = plan["requests"][0]["parameters"]
+    params = run_job_flow_of(plan)
     artifacts = f"s3://{bucket}/artifacts/{package.tag}/"
     (bootstrap,) = params["BootstrapActions"]
     assert bootstrap["ScriptBootstrapAction"]["Args"] == [
@@ -257,7 +281,7 @@ def test_the_onnx_step_reads_the_configured_s3_onnx_file_without_an_override(
 
     plan = dry_run(package, settings, bucket, "dry-onnx", capsys, "--set", f"model.onnx={other}")
 
-    args = plan["requests"][0]["parameters"]["Steps"][0]["HadoopJarStep"]["Args"]
+    args = run_job_flow_of(plan)["Steps"][0]["HadoopJarStep"]["Args"]
     # The config (and the job's own --set) name the model files; the plan adds no model override.
     assert [args[i + 1] for i, arg in enumerate(args) if arg == "--set"] == [
         "pca.k=10",
@@ -306,7 +330,7 @@ def test_kept_alive_cluster_gets_the_idle_timeout(
 ) -> None:  # type: ignore[no-untyped-def]
     settings = cluster_settings_file(tmp_path, bucket, keep_alive=True, idle_timeout_seconds=1800)
 
-    params = dry_run(package, settings, bucket, "dry-2", capsys)["requests"][0]["parameters"]
+    params = run_job_flow_of(dry_run(package, settings, bucket, "dry-2", capsys))
 
     assert params["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert params["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
@@ -339,7 +363,8 @@ def test_submit_creates_the_cluster_it_planned_uploads_the_artifacts_and_waits_f
     package: Package, s3, bucket: str, emr_api, tmp_path: Path, recording: Path, capsys, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     settings = cluster_settings_file(tmp_path, bucket)
-    planned = dry_run(package, settings, bucket, "live-1", capsys)["requests"][0]["parameters"]
+    planned_requests = dry_run(package, settings, bucket, "live-1", capsys)["requests"]
+    planned = run_job_flow_of({"requests": planned_requests})
     finisher = StepFinisher("fruits-features live-1", "COMPLETED")
     finisher.start()
 
@@ -353,6 +378,13 @@ def test_submit_creates_the_cluster_it_planned_uploads_the_artifacts_and_waits_f
         body for operation, body in recorded_emr_requests(recording) if operation == "RunJobFlow"
     ]
     assert run_job_flow == planned
+    (created,) = [
+        body
+        for operation, body in recorded_emr_requests(recording)
+        if operation == "CreateSecurityConfiguration"
+    ]
+    assert created == planned_requests[0]["parameters"]
+    assert emr_api.describe_security_configuration(Name=created["Name"])["Name"] == created["Name"]
     # ...and the cluster holds it.
     (cluster_id,) = [
         c.id
@@ -538,6 +570,14 @@ def test_bad_job_arguments_exit_2_before_any_upload(
     [
         ({"cluster": {"colour": "red"}}, "key 'cluster.colour': unknown key"),
         ({"cluster": {"release_label": "emr-6.15.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
+        (
+            {"cluster": {"security": {"s3_encryption": "SSE-KMS"}}},
+            "key 'cluster.security': s3_kms_key is needed with s3_encryption SSE-KMS",
+        ),
+        (
+            {"cluster": {"security": {"local_disk_kms_key": "my-key"}}},
+            "key 'cluster.security.local_disk_kms_key'",
+        ),
         ({"cluster": {"release_label": "emr-spark-8.0"}}, "key 'cluster.release_label': expected an EMR 7.x"),
         (
             {"cluster": {"tags": {"for-use-with-amazon-emr-managed-policies": "false"}}},
@@ -565,6 +605,45 @@ def test_bad_cluster_settings_are_one_line_naming_the_key(
 
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_the_security_configuration_encrypts_emrfs_and_given_a_key_the_local_disks() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    settings = SecuritySettings(s3_encryption="SSE-KMS", s3_kms_key=key, local_disk_kms_key=key)
+
+    request = security_configuration_request("fruits-features", settings)
+
+    at_rest = json.loads(request["SecurityConfiguration"])["EncryptionConfiguration"][
+        "AtRestEncryptionConfiguration"
+    ]
+    assert at_rest == {
+        "S3EncryptionConfiguration": {"EncryptionMode": "SSE-KMS", "AwsKmsKey": key},
+        "LocalDiskEncryptionConfiguration": {
+            "EncryptionKeyProviderType": "AwsKms",
+            "AwsKmsKey": key,
+            "EnableEbsEncryption": True,
+        },
+    }
+    # The same content, the same name (reused); other content, another name.
+    assert security_configuration_request("fruits-features", settings) == request
+    assert security_configuration_request("fruits-features", SecuritySettings())["Name"] != request["Name"]
+
+
+def test_an_existing_security_configuration_of_the_name_is_reused_and_other_errors_stop() -> None:
+    class Emr:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def create_security_configuration(self, **kwargs: Any) -> dict[str, Any]:
+            error = {"Error": {"Code": "InvalidRequestException", "Message": self.message}}
+            raise ClientError(error, "CreateSecurityConfiguration")  # type: ignore[arg-type]
+
+    parameters = security_configuration_request("fruits-features", SecuritySettings())
+    create_security_configuration(Emr("SecurityConfiguration with name 'x' already exists."), parameters)
+    with pytest.raises(
+        AwsCallError, match=r"CreateSecurityConfiguration fruits-features-.*: .*not authorized"
+    ):
+        create_security_configuration(Emr("User is not authorized"), parameters)
 
 
 def test_the_shipped_cluster_settings_validate() -> None:
@@ -778,6 +857,8 @@ def test_node_and_submitter_policies_cover_the_artifacts_logs_and_the_two_roles_
     for action in ("AddJobFlowSteps", "DescribeStep", "DescribeCluster", "ListSteps"):
         assert _allowed(submitter, f"elasticmapreduce:{action}", cluster)
     assert _allowed(submitter, "elasticmapreduce:RunJobFlow", "*")
+    assert _allowed(submitter, "elasticmapreduce:CreateSecurityConfiguration", "*")
+    assert not _allowed(submitter, "elasticmapreduce:DeleteSecurityConfiguration", "*")
     assert not _allowed(submitter, "elasticmapreduce:TerminateJobFlows", cluster)
     emr_service = {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}
     for role in (settings.cluster.service_role, settings.cluster.instance_profile):

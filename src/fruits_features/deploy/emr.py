@@ -46,6 +46,7 @@ from fruits_features.config_files import load_config
 from fruits_features.deploy.errors import AwsCallError, ConfigError, StepNotCompletedError
 from fruits_features.deploy.package import load_package
 from fruits_features.deploy.plan import TERMINAL_STEP_STATES, JobArguments, Plan, plan_submission
+from fruits_features.deploy.security import create_security_configuration
 from fruits_features.deploy.settings import load_settings
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.io.s3 import describe_error, s3_client
@@ -61,6 +62,8 @@ class EmrClient(Protocol):
     """The part of boto3's EMR client the command uses."""
 
     def run_job_flow(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def create_security_configuration(self, **kwargs: Any) -> dict[str, Any]: ...
 
     def add_job_flow_steps(self, **kwargs: Any) -> dict[str, Any]: ...
 
@@ -172,7 +175,8 @@ def start(plan: Plan, emr: EmrClient) -> tuple[str, str, str | None]:
         AwsCallError: if a call is refused, or the existing cluster has ended.
     """
     if plan.cluster_id is None:
-        (call,) = plan.calls
+        security, call = plan.calls
+        create_security_configuration(emr, security.parameters)
         with _aws("RunJobFlow"):
             cluster_id = str(emr.run_job_flow(**call.parameters)["JobFlowId"])
         log.info("created cluster %s", cluster_id)

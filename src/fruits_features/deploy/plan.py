@@ -23,6 +23,7 @@ from typing import Any
 
 from fruits_features.config import JobConfig
 from fruits_features.deploy.package import BOOTSTRAP, ENTRY_POINT, Package
+from fruits_features.deploy.security import security_configuration_request
 from fruits_features.deploy.settings import DeploySettings, InstanceGroup
 from fruits_features.errors import ConfigError
 from fruits_features.io.uri import S3Uri
@@ -350,8 +351,13 @@ def plan_submission(
     )
     step = step_request(settings, package, job, arguments)
     if cluster_id is None:
+        security = security_configuration_request(settings.cluster.name, settings.cluster.security)
+        run_job_flow = run_job_flow_request(settings, package, job, arguments)
         calls = [
-            ApiCall("RunJobFlow", "run_job_flow", run_job_flow_request(settings, package, job, arguments))
+            ApiCall("CreateSecurityConfiguration", "create_security_configuration", security),
+            ApiCall(
+                "RunJobFlow", "run_job_flow", {**run_job_flow, "SecurityConfiguration": security["Name"]}
+            ),
         ]
         find_step = f"ListSteps on the new cluster to find the step named {step['Name']!r}"
     else:

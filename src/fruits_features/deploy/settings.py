@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from fruits_features.config_files import read_yaml
+from fruits_features.deploy.security import SecuritySettings
 from fruits_features.errors import ConfigError
 from fruits_features.io.uri import S3Uri
 
@@ -86,6 +87,7 @@ class ClusterSettings(_Section):
     keep_alive: StrictBool = False
     idle_timeout_seconds: Annotated[StrictInt, Field(ge=60, le=604800)] = 3600
     tags: dict[str, str] = Field(default_factory=dict)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @field_validator("release_label")
     @classmethod
