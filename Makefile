@@ -64,8 +64,13 @@ run: system-run $(STAMP) $(FRUITS_ONNX) ## Run the job on the bundled sample ima
 # runs whole on one worker, so its module fixtures run once.
 TEST_WORKERS ?= 2
 
+# The IAM policy evaluator the policy tests run (tests/iam_eval.py): npm, pinned with hashes.
+IAM_SIMULATE := tests/iam/node_modules/.package-lock.json
+$(IAM_SIMULATE): tests/iam/package.json tests/iam/package-lock.json | system-test
+	npm ci --prefix tests/iam --no-audit --no-fund --ignore-scripts --loglevel=error
+
 .PHONY: test
-test: system-test $(STAMP) ## Run the test suite (unit and integration, all but the slow tier); installs what it needs first
+test: system-test $(STAMP) $(IAM_SIMULATE) ## Run the test suite (unit and integration, all but the slow tier); installs what it needs first
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-slow
@@ -77,7 +82,7 @@ docs: $(STAMP) ## Write docs/configuration.md from the config model's field desc
 	$(PY) -m fruits_features.dev.config_reference
 
 .PHONY: test-unit
-test-unit: $(STAMP) ## Run the unit tier only: no JVM, no S3 server, no browser, no weights (under a minute)
+test-unit: $(STAMP) $(IAM_SIMULATE) ## Run the unit tier only: no JVM, no S3 server, no browser, no weights (under a minute)
 	FRUITS_TEST_TIER=unit $(PY) -m pytest -m "not integration"
 
 # Benchmark sizes: N images for the headline, SCALING for the scaling run.

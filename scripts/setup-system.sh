@@ -7,7 +7,8 @@
 # venv   Python 3.11+ with venv (to create .venv)
 # run    venv + Java 17+; a native LAPACK is recommended (without it Spark's PCA fit is slower)
 # bench  as run
-# test   run + Chromium (the report tests) + shellcheck (the script tests)
+# test   run + Chromium (the report tests) + shellcheck (the script tests) + Node.js with npm
+#        (the IAM policy evaluator the policy tests run)
 #
 # --check  report what is present and what would be installed; install nothing, exit 0.
 # --python the interpreter to check (default python3).
@@ -58,6 +59,12 @@ have_chromium() {
 
 have_shellcheck() { command -v shellcheck >/dev/null 2>&1; }
 
+# Node.js 18+ with npm: tests/iam/ installs and runs the IAM evaluator with them.
+have_node() {
+  command -v npm >/dev/null 2>&1 || return 1
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' 2>/dev/null
+}
+
 # Spark's netlib (dev.ludovic.netlib) loads the system's liblapack.so.3 and libblas.so.3.
 have_lapack() {
   local ldconfig
@@ -78,6 +85,8 @@ package_for() { # need manager
     chromium:dnf) echo "" ;; # Amazon Linux 2023 packages no Chromium
     shellcheck:apt-get) echo "shellcheck" ;;
     shellcheck:dnf) echo "" ;; # nor shellcheck
+    node:apt-get) echo "nodejs npm" ;;
+    node:dnf) echo "nodejs npm" ;;
     lapack:apt-get) echo "libopenblas0-pthread" ;;
     lapack:dnf) echo "openblas" ;;
   esac
@@ -98,6 +107,7 @@ describe() {
     java) echo "Java 17+ (Spark)" ;;
     chromium) echo "Chromium (the report tests open the page in it; or set CHROMIUM to a browser)" ;;
     shellcheck) echo "shellcheck (the script tests)" ;;
+    node) echo "Node.js 18+ with npm (the IAM policy tests' evaluator)" ;;
     lapack) echo "a native LAPACK (Spark ML's PCA fit)" ;;
   esac
 }
@@ -105,7 +115,7 @@ describe() {
 needs=(python)
 case $target in
   run | bench) needs+=(java) ;;
-  test) needs+=(java chromium shellcheck) ;;
+  test) needs+=(java chromium shellcheck node) ;;
 esac
 optional=()
 [[ $target == venv ]] || optional=(lapack)

@@ -22,6 +22,7 @@ from fruits_features.dev.spark_submit import job_command, job_env
 from fruits_features.io.folders import upload_folder
 from fruits_features.io.s3 import s3_client
 from fruits_features.io.uri import S3Uri
+from s3_wire import WireLog
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "tests" / "data" / "fruits360-sample"
@@ -33,6 +34,7 @@ SAMPLE_DIR = ROOT / "tests" / "data" / "fruits360-sample"
 HEAVY_FIXTURES = frozenset(
     {
         "s3_endpoint",
+        "s3_wire",
         "s3",
         "bucket",
         "spark",
@@ -43,6 +45,8 @@ HEAVY_FIXTURES = frozenset(
         "package",
     }
 )
+# Every request that reaches the session's S3 server passes it; it records only when asked.
+WIRE = WireLog()
 UNIT_TIER = os.environ.get("FRUITS_TEST_TIER") == "unit"
 
 
@@ -64,8 +68,14 @@ def heavy(what: str) -> None:
 def s3_endpoint() -> Iterator[str]:
     """A real S3-compatible HTTP server on 127.0.0.1, reached through AWS_ENDPOINT_URL_S3."""
     heavy("S3 server")
-    with local_s3() as endpoint:
+    with local_s3(wrap=WIRE.wrap) as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_wire(s3_endpoint: str) -> WireLog:
+    """The requests that reach the S3 server: ``with s3_wire.recording(bucket, ...) as requests``."""
+    return WIRE
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ recorder; moto never finishes a step by itself, so :class:`StepFinisher` plays t
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -44,6 +43,8 @@ from fruits_features.deploy.security import (
 from fruits_features.deploy.settings import load_settings
 from fruits_features.errors import ConfigError
 from fruits_features.features.engines import Engine
+from iam_actions import IamRequest
+from iam_eval import ACCOUNT, evaluate
 
 WEIGHTS = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 ONNX = "s3://fruits-artifacts-bucket/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.224px.onnx"
@@ -784,116 +785,127 @@ def _policy(name: str) -> dict[str, Any]:
     return json.loads((ROOT / "conf" / "iam" / name).read_text())
 
 
-def _allowed(
-    policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None
-) -> bool:
-    """A small evaluator of Allow statements: action and resource wildcards, StringLike/StringEquals."""
-    context = context or {}
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = (
-            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        )
-        if statement["Effect"] != "Allow" or not any(fnmatch.fnmatchcase(action, a) for a in actions):
-            continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in resources):
-            continue
-        conditions_hold = True
-        for operator, conditions in statement.get("Condition", {}).items():
-            for key, wanted in conditions.items():
-                values = wanted if isinstance(wanted, list) else [wanted]
-                got = context.get(key)
-                match = fnmatch.fnmatchcase if operator == "StringLike" else str.__eq__
-                conditions_hold &= got is not None and any(match(got, v) for v in values)
-        if conditions_hold:
-            return True
-    return False
+POLICY_EXAMPLE = {"ACCOUNT_ID": ACCOUNT, "REGION": "us-east-1", "KEY_ID": "example-key"}
+
+
+class PolicyCheck:
+    """Expectations on one policy of conf/iam/, evaluated together by the IAM evaluator
+    (tests/iam_eval.py); ``ACCOUNT_ID``, ``REGION`` and ``KEY_ID`` stand for example values."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.policy = json.loads(self._fill(json.dumps(_policy(name))))
+        self.cases: list[tuple[bool, IamRequest]] = []
+
+    def _fill(self, text: str) -> str:
+        for placeholder, value in POLICY_EXAMPLE.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    def _add(self, expected: bool, action: str, resource: str, context: dict[str, str] | None) -> None:
+        filled = tuple((k, self._fill(v)) for k, v in (context or {}).items())
+        self.cases.append((expected, IamRequest(action, self._fill(resource), filled)))
+
+    def allows(self, action: str, resource: str, context: dict[str, str] | None = None) -> None:
+        self._add(True, action, resource, context)
+
+    def denies(self, action: str, resource: str, context: dict[str, str] | None = None) -> None:
+        self._add(False, action, resource, context)
+
+    def verify(self) -> None:
+        decisions = evaluate({self.name: self.policy}, [request for _, request in self.cases])
+        wrong = [
+            f"{'denied' if expected else 'allowed'}: {d.request}"
+            for (expected, _), d in zip(self.cases, decisions, strict=True)
+            if d.allowed != expected
+        ]
+        assert not wrong, f"{self.name}:\n" + "\n".join(wrong)
 
 
 def test_job_policy_covers_exactly_the_configured_input_output_and_weights() -> None:
-    policy = _policy("job-policy.json")
+    policy = PolicyCheck("job-policy.json")
     for name in ("emr", "ec2"):
         config = yaml.safe_load((ROOT / "conf" / f"{name}.yaml").read_text())
         source = config["input"]["uri"].removeprefix("s3://")
         target = config["output"]["uri"].removeprefix("s3://")
         bucket, prefix = source.split("/", 1)
-        assert _allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": prefix})
-        assert _allowed(policy, "s3:GetObject", f"arn:aws:s3:::{source}Apple Braeburn/r_6_100.jpg")
+        policy.allows("s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": prefix})
+        policy.allows("s3:GetObject", f"arn:aws:s3:::{source}Apple Braeburn/r_6_100.jpg")
         out_bucket, out_prefix = target.split("/", 1)
-        assert _allowed(
-            policy, "s3:ListBucket", f"arn:aws:s3:::{out_bucket}", {"s3:prefix": f"{out_prefix}run-1/"}
-        )
-        assert _allowed(policy, "s3:PutObject", f"arn:aws:s3:::{target}run-1/features/part-00000.csv")
+        policy.allows("s3:ListBucket", f"arn:aws:s3:::{out_bucket}", {"s3:prefix": f"{out_prefix}run-1/"})
+        policy.allows("s3:PutObject", f"arn:aws:s3:::{target}run-1/features/part-00000.csv")
         # No more: no writing the input, no reading elsewhere, no listing the whole bucket.
-        assert not _allowed(policy, "s3:PutObject", f"arn:aws:s3:::{source}Apple/x.jpg")
-        assert not _allowed(policy, "s3:DeleteObject", f"arn:aws:s3:::{target}run-1/_SUCCESS")
-        assert not _allowed(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/other/secret.csv")
-        assert not _allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": ""})
+        policy.denies("s3:PutObject", f"arn:aws:s3:::{source}Apple/x.jpg")
+        policy.denies("s3:DeleteObject", f"arn:aws:s3:::{target}run-1/_SUCCESS")
+        policy.denies("s3:GetObject", f"arn:aws:s3:::{bucket}/other/secret.csv")
+        policy.denies("s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": ""})
     for name in ("emr", "ec2"):
         # The model files both engines read: the weights, and the ONNX export the driver checks and
         # every machine downloads (model.onnx, or its default next to the weights).
         model = load_config(ROOT / "conf" / f"{name}.yaml").model
         for location in (model.weights, model.onnx_location()):
             assert location.startswith("s3://"), (name, location)
-            assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
-            assert not _allowed(
-                policy, "s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://") + ".x"
-            )
-            assert not _allowed(policy, "s3:PutObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
+            policy.allows("s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
+            policy.denies("s3:GetObject", "arn:aws:s3:::" + location.removeprefix("s3://") + ".x")
+            policy.denies("s3:PutObject", "arn:aws:s3:::" + location.removeprefix("s3://"))
+    policy.verify()
 
 
 def test_node_and_submitter_policies_cover_the_artifacts_logs_and_the_two_roles_only() -> None:
     settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
     artifacts = settings.artifacts_uri.removeprefix("s3://")
     logs = settings.cluster.log_uri.removeprefix("s3://")
-    node = _policy("emr-node-policy.json")
-    submitter = _policy("submitter-policy.json")
-    assert _allowed(node, "s3:GetObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
-    assert _allowed(node, "s3:PutObject", f"arn:aws:s3:::{logs}j-1/steps/s-1/stderr.gz")
-    assert not _allowed(node, "s3:PutObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
-    assert _allowed(submitter, "s3:PutObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
-    assert not _allowed(submitter, "s3:GetObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
+    node = PolicyCheck("emr-node-policy.json")
+    submitter = PolicyCheck("submitter-policy.json")
+    node.allows("s3:GetObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
+    node.allows("s3:PutObject", f"arn:aws:s3:::{logs}j-1/steps/s-1/stderr.gz")
+    node.denies("s3:PutObject", f"arn:aws:s3:::{artifacts}0.1.0-abc/bootstrap-emr.sh")
+    submitter.allows("s3:PutObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
+    submitter.denies("s3:GetObject", f"arn:aws:s3:::{artifacts}runs/r/emr.yaml")
     cluster = "arn:aws:elasticmapreduce:us-east-1:ACCOUNT_ID:cluster/j-1"
     for action in ("AddJobFlowSteps", "DescribeStep", "DescribeCluster", "ListSteps"):
-        assert _allowed(submitter, f"elasticmapreduce:{action}", cluster)
-    assert _allowed(submitter, "elasticmapreduce:RunJobFlow", "*")
-    assert _allowed(submitter, "elasticmapreduce:CreateSecurityConfiguration", "*")
-    assert not _allowed(submitter, "elasticmapreduce:DeleteSecurityConfiguration", "*")
-    assert not _allowed(submitter, "elasticmapreduce:TerminateJobFlows", cluster)
+        submitter.allows(f"elasticmapreduce:{action}", cluster)
+    submitter.allows("elasticmapreduce:RunJobFlow", "*")
+    submitter.allows("elasticmapreduce:CreateSecurityConfiguration", "*")
+    submitter.denies("elasticmapreduce:DeleteSecurityConfiguration", "*")
+    submitter.denies("elasticmapreduce:TerminateJobFlows", cluster)
     emr_service = {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}
     for role in (settings.cluster.service_role, settings.cluster.instance_profile):
-        assert _allowed(submitter, "iam:PassRole", f"arn:aws:iam::ACCOUNT_ID:role/{role}", emr_service)
-    assert not _allowed(submitter, "iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", emr_service)
-    assert not _allowed(
-        submitter,
+        submitter.allows("iam:PassRole", f"arn:aws:iam::ACCOUNT_ID:role/{role}", emr_service)
+    submitter.denies("iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", emr_service)
+    submitter.denies(
         "iam:PassRole",
         f"arn:aws:iam::ACCOUNT_ID:role/{settings.cluster.service_role}",
         {"iam:PassedToService": "lambda.amazonaws.com"},
     )
+    node.verify()
+    submitter.verify()
 
 
 def test_the_service_role_may_pass_the_nodes_role_to_ec2_and_nothing_else() -> None:
     # AmazonEMRServicePolicy_v2 lets EMR pass EMR_EC2_DefaultRole only: the nodes' own role needs
     # this inline statement on the service role.
     settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
-    service = _policy("emr-service-role-policy.json")
+    service = PolicyCheck("emr-service-role-policy.json")
     nodes = f"arn:aws:iam::ACCOUNT_ID:role/{settings.cluster.instance_profile}"
     to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
-    assert _allowed(service, "iam:PassRole", nodes, to_ec2)
-    assert not _allowed(service, "iam:PassRole", nodes, {"iam:PassedToService": "lambda.amazonaws.com"})
-    assert not _allowed(service, "iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", to_ec2)
-    assert not _allowed(service, "s3:GetObject", "arn:aws:s3:::fruits-artifacts-bucket/anything")
+    service.allows("iam:PassRole", nodes, to_ec2)
+    service.denies("iam:PassRole", nodes, {"iam:PassedToService": "lambda.amazonaws.com"})
+    service.denies("iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/Admin", to_ec2)
+    service.denies("s3:GetObject", "arn:aws:s3:::fruits-artifacts-bucket/anything")
+    service.verify()
 
 
 def test_the_kms_policy_lets_the_job_encrypt_and_read_through_s3_only() -> None:
-    kms = _policy("job-kms-policy.json")
+    kms = PolicyCheck("job-kms-policy.json")
     key = "arn:aws:kms:REGION:ACCOUNT_ID:key/KEY_ID"
     via_s3 = {"kms:ViaService": "s3.REGION.amazonaws.com"}
-    assert _allowed(kms, "kms:GenerateDataKey", key, via_s3)  # PUT, CreateMultipartUpload
-    assert _allowed(kms, "kms:Decrypt", key, via_s3)  # UploadPart, GET of an encrypted output
-    assert not _allowed(kms, "kms:Decrypt", key, {"kms:ViaService": "lambda.REGION.amazonaws.com"})
-    assert not _allowed(kms, "kms:Decrypt", "arn:aws:kms:REGION:ACCOUNT_ID:key/other", via_s3)
-    assert not _allowed(kms, "kms:ScheduleKeyDeletion", key, via_s3)
+    kms.allows("kms:GenerateDataKey", key, via_s3)  # PUT, CreateMultipartUpload
+    kms.allows("kms:Decrypt", key, via_s3)  # UploadPart, GET of an encrypted output
+    kms.denies("kms:Decrypt", key, {"kms:ViaService": "lambda.REGION.amazonaws.com"})
+    kms.denies("kms:Decrypt", "arn:aws:kms:REGION:ACCOUNT_ID:key/other", via_s3)
+    kms.denies("kms:ScheduleKeyDeletion", key, via_s3)
+    kms.verify()
 
 
 def test_no_credentials_in_any_deploy_file() -> None:

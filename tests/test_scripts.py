@@ -376,7 +376,7 @@ def test_the_built_wheel_runs_the_job_on_the_light_onnxruntime_set_without_tenso
 
 SETUP_SYSTEM = ROOT / "scripts" / "setup-system.sh"
 # What setup-system.sh runs besides the tools it looks for: the rest of PATH is hidden.
-BASE_TOOLS = ("sed", "head", "grep", "mktemp", "cat", "env")
+BASE_TOOLS = ("sed", "head", "grep", "mktemp", "cat", "env", "chmod")
 
 
 def stub(folder: Path, name: str, body: str) -> None:
@@ -428,9 +428,11 @@ def test_setup_check_reports_what_is_present_and_what_it_would_install(tmp_path:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("setup: java ") and " present: " in line for line in lines)
-    for missing in ("chromium", "shellcheck", "lapack"):
+    for missing in ("chromium", "shellcheck", "node", "lapack"):
         assert any(line.startswith(f"setup: {missing} ") and " missing: " in line for line in lines), lines
-    assert lines[-1] == "setup: would install with apt-get: chromium shellcheck libopenblas0-pthread"
+    assert (
+        lines[-1] == "setup: would install with apt-get: chromium shellcheck nodejs npm libopenblas0-pthread"
+    )
 
 
 def test_setup_without_root_stops_naming_exactly_what_is_missing_and_the_command(tmp_path: Path) -> None:
@@ -444,10 +446,10 @@ def test_setup_without_root_stops_naming_exactly_what_is_missing_and_the_command
     assert "shellcheck (the script tests)" not in message  # present: not named
     assert "Java" not in message
     assert (
-        "Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium libopenblas0-pthread"
+        "Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium nodejs npm libopenblas0-pthread"
         in message
     )
-    assert "Amazon Linux:  sudo dnf install -y openblas" in message
+    assert "Amazon Linux:  sudo dnf install -y nodejs npm openblas" in message
     assert "(Amazon Linux has no package for: chromium)" in message
 
 
@@ -467,13 +469,13 @@ def test_setup_for_make_run_only_warns_about_a_missing_lapack(tmp_path: Path) ->
 def test_setup_as_root_installs_what_is_missing_once_and_quietly(tmp_path: Path) -> None:
     folder = stub_path(tmp_path, root=True)
     calls = tmp_path / "apt-get.calls"
-    # The stub "installs" a package by putting a command of that name on PATH.
+    # The stub "installs" a package by putting a command of that name on PATH (nodejs: node).
     stub(
         folder,
         "apt-get",
         f'echo "$*" >> {calls}\n'
-        f'if [ "$1" = install ]; then for p in "$@"; do case $p in -*) ;; *) '
-        f'printf "#!/bin/bash\\nexit 0\\n" > {folder}/$p; chmod +x {folder}/$p;; esac; done; fi',
+        f'if [ "$1" = install ]; then for p in "$@"; do case $p in -*) ;; *) c=${{p/nodejs/node}}; '
+        f'printf "#!/bin/bash\\nexit 0\\n" > {folder}/$c; chmod +x {folder}/$c;; esac; done; fi',
     )
 
     first = setup_system(folder, "test")
@@ -482,11 +484,11 @@ def test_setup_as_root_installs_what_is_missing_once_and_quietly(tmp_path: Path)
     assert first.returncode == 0, first.stderr
     assert first.stdout == ""
     assert first.stderr.splitlines()[0].startswith(
-        "setup: installing chromium shellcheck libopenblas0-pthread with apt-get (once; log: "
+        "setup: installing chromium shellcheck nodejs npm libopenblas0-pthread with apt-get (once; log: "
     )
     assert calls.read_text().splitlines() == [
         "update -qq",
-        "install -y -qq chromium shellcheck libopenblas0-pthread",
+        "install -y -qq chromium shellcheck nodejs npm libopenblas0-pthread",
     ]
     assert len(first.stderr.splitlines()) == 1  # all there now: no warning
     assert second.returncode == 0

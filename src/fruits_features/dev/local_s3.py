@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from wsgiref.types import WSGIApplication
 
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
 LOCAL_ENV = {
@@ -33,18 +34,33 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_s3(port: int | None = None) -> Iterator[str]:
+def local_s3(port: int | None = None, wrap: Callable[[WSGIApplication], Any] | None = None) -> Iterator[str]:
     """Run moto's S3 server on 127.0.0.1 and point this process's environment at it.
+
+    Args:
+        port: the port to listen on; a free one when ``None``.
+        wrap: WSGI middleware put in front of moto's application (the tests record the
+            requests that reach the server with it).
 
     Yields:
         The endpoint URL, also set as ``AWS_ENDPOINT_URL_S3`` (child processes inherit it).
     """
-    from moto.server import ThreadedMotoServer
+    # What moto.server.ThreadedMotoServer does, with the application wrapped.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    app: Any = DomainDispatcherApplication(create_backend_app)
+    server = make_server(
+        "127.0.0.1", port, wrap(app) if wrap else app, threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     endpoint = f"http://127.0.0.1:{port}"
     saved = {key: os.environ.get(key) for key in [*LOCAL_ENV, "AWS_ENDPOINT_URL_S3"]}
     os.environ.update(LOCAL_ENV)
@@ -52,7 +68,8 @@ def local_s3(port: int | None = None) -> Iterator[str]:
     try:
         yield endpoint
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
