@@ -446,8 +446,8 @@ def test_setup_without_root_stops_naming_exactly_what_is_missing_and_the_command
     assert "shellcheck (the script tests)" not in message  # present: not named
     assert "Java" not in message
     assert (
-        "Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium nodejs npm libopenblas0-pthread"
-        in message
+        "Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y "
+        "chromium nodejs npm libopenblas0-pthread" in message
     )
     assert "Amazon Linux:  sudo dnf install -y nodejs npm openblas" in message
     assert "(Amazon Linux has no package for: chromium)" in message
