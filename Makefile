@@ -153,9 +153,16 @@ setup-spark35: $(STAMP35) ## Create .venv-spark35: pyspark 3.5 (as on EMR 7) wit
 test-spark35: system-test $(STAMP35) ## Run the integration test (tests/test_pipeline.py) on pyspark 3.5, as on EMR 7
 	$(VENV35)/bin/python -m pytest tests/test_pipeline.py
 
+# The engine whose Python environment `make package` packs (conf/emr.yaml's model.engine), the
+# interpreter it is built with (the nodes' minor version) and where the nodes have it.
+PACK_ENGINE ?= $(shell sed -n 's/^ *engine: *\([a-z]*\).*/\1/p' conf/emr.yaml | head -n 1)
+PACK_PYTHON ?= $(PYTHON311)
+PACK_PREFIX ?= /usr
+
 .PHONY: package
-package: $(STAMP) ## Build dist/ for EMR and EC2 (wheel, --py-files zip, entry point, configs, bootstrap, pins)
-	$(PY) -m fruits_features.deploy.package --dist dist
+package: $(STAMP) ## Build dist/ for EMR and EC2 (wheel, --py-files zip, entry point, configs, bootstrap, pins, packed environment)
+	$(PY) -m fruits_features.deploy.package --dist dist --environment $(PACK_ENGINE) \
+		--environment-python $(PACK_PYTHON) --python-prefix $(PACK_PREFIX)
 	for engine in onnxruntime tensorflow; do \
 		scripts/bootstrap-emr.sh --artifacts dist --python $(PY) --pyproject pyproject.toml --engine $$engine --dry-run >/dev/null; \
 	done

@@ -2,6 +2,7 @@
 # EMR bootstrap action: runs once on every node before Spark starts (as the hadoop user).
 #
 #   bootstrap-emr.sh --artifacts s3://BUCKET/PREFIX/<tag>/ [--engine onnxruntime|tensorflow|openvino|auto]
+#                    [--environment environment-<engine>.tar.gz]
 #                    [--venv /opt/fruits-features/venv] [--python python3.11]
 #                    [--weights s3://.../w.h5 --weights-path /opt/.../w.h5] [--pyproject FILE] [--dry-run]
 #
@@ -13,12 +14,16 @@
 #   tensorflow   requirements-emr-tensorflow.txt: the same plus TensorFlow and Keras (the
 #                project's `tensorflow` extra); --weights copies the weights to this node.
 #
-# 1. fetches the engine's requirements file, constraints.txt and the wheel from the artifacts
-#    folder that `make package` built and the submit command uploaded, checked against its SHA256SUMS;
+# 1. fetches the engine's requirements file, constraints.txt and the wheel (and with --environment
+#    the packed environment) from the artifacts folder that `make package` built and the submit
+#    command uploaded, checked against its SHA256SUMS;
 # 2. installs python3.11 from the Amazon Linux 2023 repository when missing (EMR 7's python3 is
 #    3.9; the project and its pins need 3.11; python3 itself must stay, dnf needs it);
-# 3. creates a venv and installs the pinned requirements, then the wheel without dependencies
-#    (the nodes' Spark is EMR's own: pyspark is not installed);
+# 3. with --environment: unpacks the packed environment (`make package`: the engine's pins
+#    installed hash-checked, and the wheel; its interpreter is /usr/bin/python3.11) as the venv;
+#    nothing is fetched from PyPI. Without it: creates a venv and installs the pinned requirements
+#    from PyPI, then the wheel without dependencies. Either way the nodes' Spark is EMR's own:
+#    pyspark is not installed;
 # 4. with --engine tensorflow and --weights, copies the model weights from S3 once to a local
 #    path on this node;
 # 5. checks the pins before installing anything else: each equals constraints.txt, and every
@@ -34,6 +39,7 @@ set -euo pipefail
 readonly PROVIDED_BY_EMR="pyspark py4j"
 
 artifacts=""
+environment=""
 engine="onnxruntime"
 venv="/opt/fruits-features/venv"
 python="python3.11"
@@ -51,10 +57,11 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
-  --artifacts | --engine | --venv | --python | --weights | --weights-path | --pyproject)
+  --artifacts | --environment | --engine | --venv | --python | --weights | --weights-path | --pyproject)
     (($# >= 2)) || die "$1 needs a value"
     case "$1" in
     --artifacts) artifacts=$2 ;;
+    --environment) environment=$2 ;;
     --engine) engine=$2 ;;
     --venv) venv=$2 ;;
     --python) python=$2 ;;
@@ -91,6 +98,9 @@ if [[ -n $weights || -n $weights_path ]]; then
   [[ $weights_path == /* ]] || die "--weights-path must be an absolute path, got '$weights_path'"
 fi
 [[ $venv == /* ]] || die "--venv must be an absolute path, got '$venv'"
+if [[ -n $environment && $environment != "environment-$engine.tar.gz" ]]; then
+  die "--environment $environment was not packed for --engine $engine (environment-$engine.tar.gz)"
+fi
 
 # Every command that changes the node goes through run: executed, or printed with --dry-run.
 run() {
@@ -122,7 +132,7 @@ fetch() {
 fetch SHA256SUMS
 wheel=$(awk '$2 ~ /^fruits_features-.*\.whl$/ { print $2 }' "$work/SHA256SUMS")
 [[ -n $wheel ]] || die "no wheel is listed in ${artifacts%/}/SHA256SUMS"
-for name in "$requirements" constraints.txt "$wheel"; do
+for name in "$requirements" constraints.txt "$wheel" ${environment:+"$environment"}; do
   fetch "$name"
   expected=$(awk -v name="$name" '$2 == name { print $1 }' "$work/SHA256SUMS")
   actual=$(sha256sum "$work/$name" | awk '{ print $1 }')
@@ -241,20 +251,35 @@ if ! command -v "$python" >/dev/null 2>&1; then
   "${as_root[@]}" dnf install -y -q "$python" "$python-pip"
 fi
 
-# The check needs `packaging` (a pinned dependency of ONNX Runtime and TensorFlow): installed
-# first, at its pin.
-packaging_pin=$(grep -iE '^packaging==' <<<"$pins") || die "$requirements pins no 'packaging'"
-run "${as_root[@]}" "$python" -m venv "$venv"
-run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input "$packaging_pin"
-if ((dry_run)); then
-  pin_check "$python" 0
+if [[ -n $environment ]]; then
+  # The packed environment: its interpreter link must find this node's Python.
+  if ((dry_run)); then
+    pin_check "$python" 0
+  fi
+  run "${as_root[@]}" rm -rf "$venv"
+  run "${as_root[@]}" mkdir -p "$venv"
+  run "${as_root[@]}" tar -xzf "$work/$environment" -C "$venv"
+  if ((!dry_run)); then
+    "$venv/bin/python" -c 'import sys' 2>/dev/null ||
+      die "$environment's interpreter $(readlink "$venv/bin/python3.11" || echo '?') is missing on this node"
+    log "unpacked $environment into $venv: nothing installed from PyPI"
+  fi
 else
-  pin_check "$venv/bin/python" 0
+  # The check needs `packaging` (a pinned dependency of ONNX Runtime and TensorFlow): installed
+  # first, at its pin.
+  packaging_pin=$(grep -iE '^packaging==' <<<"$pins") || die "$requirements pins no 'packaging'"
+  run "${as_root[@]}" "$python" -m venv "$venv"
+  run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input "$packaging_pin"
+  if ((dry_run)); then
+    pin_check "$python" 0
+  else
+    pin_check "$venv/bin/python" 0
+  fi
+  run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input \
+    -r "$work/$requirements"
+  run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input --no-deps \
+    "$work/$wheel"
 fi
-run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input \
-  -r "$work/$requirements"
-run "${as_root[@]}" "$venv/bin/python" -m pip install --quiet --no-cache-dir --no-input --no-deps \
-  "$work/$wheel"
 
 if [[ -n $weights ]]; then
   if [[ -s $weights_path ]]; then

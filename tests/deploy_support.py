@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
+import shutil
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from fruits_features.deploy.package import Package, build_package
+from fruits_features.deploy.package import SUMS, Package, build_package, load_package
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -20,6 +24,24 @@ REGION = "us-east-1"
 def build_dist(target: Path) -> Package:
     """``make package`` into ``target``."""
     return build_package(ROOT, target)
+
+
+def with_environment(package: Package, folder: Path, engine: str) -> Package:
+    """A copy of ``package`` holding a stand-in ``environment-<engine>.tar.gz`` (a venv's layout,
+    no libraries), listed in SHA256SUMS: what the plan and the bootstrap do with one, without the
+    minute that packing a real one takes (tests/test_cluster.py runs a real one)."""
+    target = folder / "dist"
+    shutil.copytree(package.dist, target)
+    archive = target / f"environment-{engine}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        body = b"home = /usr/bin\n"
+        info = tarfile.TarInfo("pyvenv.cfg")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with (target / SUMS).open("a") as sums:
+        sums.write(f"{digest}  {archive.name}\n")
+    return load_package(target)
 
 
 def cluster_settings_file(folder: Path, bucket: str, **cluster: Any) -> Path:

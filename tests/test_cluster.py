@@ -5,6 +5,10 @@ against the local S3 endpoint: what a non-local master changes is exercised here
 - the executors reach S3 only through ``spark.executorEnv.AWS_ENDPOINT_URL_S3`` (the workers'
   environment has credentials but no endpoint);
 - both workers' executors run tasks (Spark's event log says which executor ran each task);
+- the executors' Python is the packed environment ``make package`` builds
+  (``--archives dist/environment-onnxruntime.tar.gz#environment``,
+  ``spark.pyspark.python=./environment/bin/python``), with only Spark's own Python package beside
+  it, as EMR's Spark and EMR Serverless provide it;
 - the classifier's model goes through ``classifier.model_transfer: boto3`` with a
   ``classifier.staging_dir`` that driver and executors share (all run on this machine), and is
   refused without one.
@@ -15,13 +19,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from conftest import sample_classes, spark_submit, upload_sample
+from conftest import ROOT, sample_classes, spark_submit, upload_sample
+from fruits_features.deploy.package import build_package
 from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.model_store import staged_pipeline_gaps
@@ -52,6 +58,37 @@ def job_args(bucket: str, run_id: str, weights: str, onnx: str, staging: Path | 
         *("--input", f"s3://{bucket}/images/", "--run-id", run_id),
         *[item for setting in settings for item in ("--set", setting)],
     ]
+
+
+@pytest.fixture(scope="module")
+def packed_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """``spark-submit --conf`` items that run the executors from the onnxruntime engine's packed
+    environment, built by ``make package``'s code with this machine's Python at its own prefix (on
+    EMR: /usr). The archive holds no pyspark: as EMR's Spark does, the workers get Spark's Python
+    package alone on PYTHONPATH (a folder with just pyspark and py4j), so a library missing from
+    the archive fails the run instead of being found in the test's own venv."""
+    import py4j
+    import pyspark
+
+    base = Path(sys.base_prefix)
+    python = base / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    package = build_package(
+        ROOT,
+        tmp_path_factory.mktemp("packed") / "dist",
+        environment="onnxruntime",
+        environment_python=str(python),
+        python_prefix=str(base),
+    )
+    assert package.environment == "environment-onnxruntime.tar.gz"
+    spark_only = tmp_path_factory.mktemp("spark-python")
+    for module in (pyspark, py4j):
+        (spark_only / module.__name__).symlink_to(Path(module.__file__).parent)
+    return {
+        "spark.archives": f"{package.dist / package.environment}#environment",
+        "spark.pyspark.python": "./environment/bin/python",
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": str(spark_only),
+    }
 
 
 def cluster_conf(endpoint: str, events: Path) -> dict[str, str]:
@@ -100,9 +137,11 @@ def cluster_runs(
     s3,
     weights: str,
     onnx_file_64: str,
+    packed_environment: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
-    """The feature job, then the scoring job with its model, both on the cluster."""
+    """The feature job, then the scoring job with its model, both on the cluster, the executors
+    running the packed environment."""
     bucket = "cluster-run"
     s3.create_bucket(Bucket=bucket)
     uploaded = upload_sample(s3, bucket, "images", CLASSES)
@@ -121,7 +160,7 @@ def cluster_runs(
             job,
             [*job_args(bucket, run_id, weights, onnx_file_64, staging), *extra],
             standalone_cluster,
-            cluster_conf(s3_endpoint, events),
+            {**cluster_conf(s3_endpoint, events), **packed_environment},
         )
         (tmp_path_factory.getbasetemp() / f"cluster-{run_id}.log").write_text(result.stdout)
         assert result.returncode == 0, f"{job} on {standalone_cluster}:\n{result.stdout[-6000:]}"
@@ -149,6 +188,21 @@ def test_the_feature_job_writes_every_image_on_the_cluster(
     assert manifest["counts"]["featurized"] == len(features)
     assert manifest["spark"]["partitions"] == PARTITIONS
     assert sum(manifest["model"]["executors"].values()) == PARTITIONS  # each embed task ran the engine
+
+
+def test_the_executors_ran_the_packed_environment(
+    cluster_runs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Spark unpacked the archive into each executor's work folder, and ran its interpreter there
+    # (spark.pyspark.python): a run whose executors could not start it would have failed.
+    unpacked = sorted(tmp_path_factory.getbasetemp().glob("standalone*/**/app-*/*/environment/bin/python"))
+    applications = {path.parents[3].name for path in unpacked}
+    assert len(applications) >= 2, unpacked  # both runs: the feature job and the scoring job
+    assert len(unpacked) >= 4, unpacked  # two executors each
+    assert all(
+        "onnxruntime" in {p.name for p in path.parents[1].glob("lib/python3*/site-packages/*")}
+        for path in unpacked
+    )
 
 
 def test_both_workers_ran_tasks(cluster_runs: dict[str, Any]) -> None:

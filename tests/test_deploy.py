@@ -29,6 +29,7 @@ from deploy_support import (
     cluster_settings_file,
     emr_backend,
     recorded_emr_requests,
+    with_environment,
 )
 from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
@@ -232,6 +233,29 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
         "Jar": "command-runner.jar",
         "Args": expected_step_args(package, bucket, "dry-1"),
     }
+
+
+def test_a_packed_environment_is_uploaded_and_unpacked_by_the_bootstrap_instead_of_pypi(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    packed = with_environment(package, tmp_path, "auto")  # conf/emr.yaml's engine
+    settings = cluster_settings_file(tmp_path, bucket)
+
+    plan = dry_run(packed, settings, bucket, "dry-packed", capsys)
+
+    artifacts = f"s3://{bucket}/artifacts/{packed.tag}/"
+    assert f"{artifacts}environment-auto.tar.gz" in [u["destination"] for u in plan["uploads"]]
+    (bootstrap,) = run_job_flow_of(plan)["BootstrapActions"]
+    args = bootstrap["ScriptBootstrapAction"]["Args"]
+    assert args[args.index("--environment") + 1] == "environment-auto.tar.gz"
+    # Another engine's environment would install the wrong libraries: refused before any request.
+    assert (
+        submit(
+            *base_args(packed, settings, bucket, "dry-ort"), "--dry-run", "--set", "model.engine=onnxruntime"
+        )
+        == 2
+    )
+    assert "dist/ holds environment-auto.tar.gz but the job's model.engine is onnxruntime" in caplog.text
 
 
 def test_the_tensorflow_engine_bootstraps_tensorflow_and_points_the_step_at_node_local_weights(

@@ -16,7 +16,7 @@ import pyspark
 import pytest
 
 from conftest import sample_classes, upload_sample
-from deploy_support import ROOT
+from deploy_support import ROOT, with_environment
 from fruits_features.deploy.package import Package
 from fruits_features.deploy.pins import read_pins
 from fruits_features.io.folders import download_folder
@@ -109,6 +109,31 @@ def test_bootstrap_dry_run_installs_the_engines_pinned_set_and_checks_the_pins(
         f"pin check: {len(requirements)} pins of {name} agree with constraints.txt and the declared ranges"
         in result.stderr
     )
+
+
+def test_bootstrap_with_a_packed_environment_unpacks_it_and_installs_nothing_from_pypi(
+    package: Package, tmp_path: Path
+) -> None:
+    packed = with_environment(package, tmp_path, "onnxruntime")
+    archive = "environment-onnxruntime.tar.gz"
+
+    result = bootstrap_dry_run(packed.dist, "--engine", "onnxruntime", "--environment", archive)
+
+    assert result.returncode == 0, result.stderr
+    commands = install_commands(result)
+    assert commands[:2] == ["+ rm -rf /opt/fruits-features/venv", "+ mkdir -p /opt/fruits-features/venv"]
+    assert commands[2].startswith("+ tar -xzf /")
+    assert commands[2].endswith(f"/{archive} -C /opt/fruits-features/venv")
+    assert len(commands) == 3
+    assert not any("pip" in command for command in commands)
+    # Another engine's archive, or one changed after the build, is refused.
+    other = bootstrap_dry_run(packed.dist, "--engine", "tensorflow", "--environment", archive)
+    assert other.returncode == 1
+    assert f"--environment {archive} was not packed for --engine tensorflow" in other.stderr
+    (packed.dist / archive).write_bytes(b"changed")
+    changed = bootstrap_dry_run(packed.dist, "--engine", "onnxruntime", "--environment", archive)
+    assert changed.returncode == 1
+    assert f"{archive} does not match its SHA256SUMS entry" in changed.stderr
 
 
 def test_bootstrap_defaults_to_the_onnxruntime_set(package: Package) -> None:

@@ -10,6 +10,8 @@
       requirements-emr-onnxruntime.txt             the nodes' pinned dependencies, model.engine: onnxruntime
       requirements-emr-tensorflow.txt              the same with TensorFlow, model.engine: tensorflow
       constraints.txt                              the project's pins, for the bootstrap's check
+      requirements-emr-<engine>.lock               with --environment: those pins with their hashes
+      environment-<engine>.tar.gz                  with --environment: the packed venv the nodes unpack
       conf/*.yaml                                  the configs
       SHA256SUMS                                   what was built; its digest names the S3 folder
 
@@ -45,6 +47,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fruits_features.deploy.environment import pack_environment
 from fruits_features.deploy.errors import PackageError
 from fruits_features.deploy.pins import (
     CONSTRAINTS,
@@ -81,6 +84,11 @@ class Package:
     def wheel(self) -> str:
         """The wheel's file name."""
         return f"fruits_features-{self.version}-py3-none-any.whl"
+
+    @property
+    def environment(self) -> str | None:
+        """The packed environment's file name (``environment-<engine>.tar.gz``), if one was built."""
+        return next((f for f in self.files if f.startswith("environment-") and f.endswith(".tar.gz")), None)
 
     @property
     def archive(self) -> str:
@@ -136,7 +144,15 @@ def _write_archive(wheel: Path, archive: Path) -> None:
                 target.writestr(info, source.read(info))
 
 
-def build_package(root: Path, dist: Path, python: str = sys.executable) -> Package:
+def build_package(
+    root: Path,
+    dist: Path,
+    python: str = sys.executable,
+    *,
+    environment: str | None = None,
+    environment_python: str = "python3.11",
+    python_prefix: str = "/usr",
+) -> Package:
     """Build ``dist`` from the repository at ``root``.
 
     Args:
@@ -144,6 +160,10 @@ def build_package(root: Path, dist: Path, python: str = sys.executable) -> Packa
         dist: the folder to (re)create; its previous content is removed.
         python: the interpreter whose pip builds the wheel, and whose environment gives the
             dependency closure (the project's ``.venv``).
+        environment: an engine whose environment to pack as well
+            (:mod:`fruits_features.deploy.environment`); ``None``: none.
+        environment_python: the interpreter that environment is made with.
+        python_prefix: where the nodes have that interpreter.
 
     Returns:
         The built package.
@@ -166,6 +186,10 @@ def build_package(root: Path, dist: Path, python: str = sys.executable) -> Packa
         shutil.copy2(config, dist / "conf" / config.name)
     for engine, engine_set in pins.items():
         (dist / REQUIREMENTS[engine]).write_text(requirements_text(engine_set, engine), encoding="utf-8")
+    if environment is not None:
+        if environment not in REQUIREMENTS:
+            raise PackageError(f"--environment must be one of {sorted(REQUIREMENTS)}, got {environment!r}")
+        pack_environment(dist, environment, wheel, environment_python, python_prefix)
     files = sorted(p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file())
     (dist / SUMS).write_text("".join(f"{_sha256(dist / name)}  {name}\n" for name in files), encoding="utf-8")
     return load_package(dist)
@@ -214,10 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build dist/: what an EMR cluster or an EC2 machine needs.")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository (default: .)")
     parser.add_argument("--dist", type=Path, default=None, help="output folder (default: <root>/dist)")
+    parser.add_argument(
+        "--environment", choices=sorted(REQUIREMENTS), help="also pack this engine's environment"
+    )
+    parser.add_argument("--environment-python", default="python3.11", help="its interpreter")
+    parser.add_argument("--python-prefix", default="/usr", help="where the nodes have that interpreter")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
-        package = build_package(root, (args.dist or root / "dist").resolve())
+        package = build_package(
+            root,
+            (args.dist or root / "dist").resolve(),
+            environment=args.environment,
+            environment_python=args.environment_python,
+            python_prefix=args.python_prefix,
+        )
     except FruitsFeaturesError as exc:
         log.error("%s", exc)
         return exc.exit_code

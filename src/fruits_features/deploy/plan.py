@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits_features.config import JobConfig
+from fruits_features.deploy.environment import packed_environment
 from fruits_features.deploy.package import BOOTSTRAP, ENTRY_POINT, Package
 from fruits_features.deploy.security import security_configuration_request
 from fruits_features.deploy.settings import DeploySettings, InstanceGroup
@@ -233,9 +234,11 @@ def step_name(settings: DeploySettings, run_id: str) -> str:
 def bootstrap_request(settings: DeploySettings, package: Package, job: JobConfig) -> dict[str, Any]:
     """The ``BootstrapActionConfig`` that prepares every node (``scripts/bootstrap-emr.sh``).
 
-    ``--engine`` is the job's ``model.engine``: it chooses the requirement set the nodes install.
+    ``--engine`` is the job's ``model.engine``: it chooses the requirement set the nodes install;
+    ``--environment``, the packed environment they unpack instead (when ``make package`` built one).
     """
     artifacts = artifacts_prefix(settings, package)
+    environment = packed_environment(package, job.model.engine)
     args = [
         "--artifacts",
         str(artifacts),
@@ -246,6 +249,8 @@ def bootstrap_request(settings: DeploySettings, package: Package, job: JobConfig
         "--python",
         settings.bootstrap.python,
     ]
+    if environment is not None:
+        args += ["--environment", environment]
     weights = node_weights(job)
     if weights is not None:
         args += ["--weights", weights, "--weights-path", node_weights_path(settings, weights)]
