@@ -64,8 +64,10 @@ def emr_backend() -> Any:
 
 
 class StepFinisher(threading.Thread):
-    """Ends a step in moto the way EMR would: once the step named ``name`` exists and has been seen
-    RUNNING for ``after`` seconds, its state becomes ``state`` with ``reason``.
+    """Ends a step in moto the way EMR would: once the step named ``name`` exists and the submitter
+    has described it (seen it RUNNING) at least once, its state becomes ``state`` with ``reason``,
+    ``after`` seconds later. Waiting for the submitter's DescribeStep, not a fixed time, keeps the
+    test independent of how fast the machine runs it.
 
     moto never moves a step past RUNNING by itself; this is the cluster's side of the run.
     """
@@ -75,7 +77,7 @@ class StepFinisher(threading.Thread):
         name: str,
         state: str,
         reason: str | None = None,
-        after: float = 0.3,
+        after: float = 0.1,
         cluster_end: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(daemon=True)
@@ -85,25 +87,38 @@ class StepFinisher(threading.Thread):
         self.after = after
         self.cluster_end = cluster_end  # (state, reason) the cluster ends in first, if any
         self.step_id: str | None = None
+        self.described: set[str] = set()  # step ids the submitter has described
 
     def run(self) -> None:
         from moto.core.utils import utcnow
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for cluster in list(emr_backend().clusters.values()):
-                for step in list(cluster.steps):
-                    if step.name == self.name:
-                        time.sleep(self.after)
-                        if self.cluster_end is not None:
-                            cluster.last_state_change_reason = self.cluster_end[1]
-                            cluster.state = self.cluster_end[0]
-                        step.last_state_change_reason = self.reason
-                        step.end_date_time = utcnow()
-                        step.state = self.state
-                        self.step_id = step.id
-                        return
-            time.sleep(0.02)
+        backend = emr_backend()
+        describe = backend.describe_step
+
+        def counting(cluster_id: str, step_id: str) -> Any:
+            step = describe(cluster_id, step_id)
+            self.described.add(step_id)  # after the state was read: the submitter saw it RUNNING
+            return step
+
+        backend.describe_step = counting  # an instance attribute: the class's method is untouched
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                for cluster in list(backend.clusters.values()):
+                    for step in list(cluster.steps):
+                        if step.name == self.name and step.id in self.described:
+                            time.sleep(self.after)
+                            if self.cluster_end is not None:
+                                cluster.last_state_change_reason = self.cluster_end[1]
+                                cluster.state = self.cluster_end[0]
+                            step.last_state_change_reason = self.reason
+                            step.end_date_time = utcnow()
+                            step.state = self.state
+                            self.step_id = step.id
+                            return
+                time.sleep(0.02)
+        finally:
+            del backend.describe_step
 
 
 def recorded_emr_requests(path: Path) -> list[tuple[str, dict[str, Any]]]:
