@@ -45,9 +45,10 @@ from fruits_features.cli import check_run_id, configure_logging, new_run_id
 from fruits_features.config_files import load_config
 from fruits_features.deploy.errors import AwsCallError, ConfigError, StepNotCompletedError
 from fruits_features.deploy.package import load_package
-from fruits_features.deploy.plan import TERMINAL_STEP_STATES, JobArguments, Plan, plan_submission
+from fruits_features.deploy.plan import TERMINAL_STEP_STATES, Plan, plan_submission
 from fruits_features.deploy.security import create_security_configuration
 from fruits_features.deploy.settings import load_settings
+from fruits_features.deploy.submission import JobArguments
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.io.s3 import describe_error, s3_client
 from fruits_features.io.uri import S3Uri

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fruits_features.config import JobConfig
@@ -26,39 +25,18 @@ from fruits_features.deploy.environment import packed_environment
 from fruits_features.deploy.package import BOOTSTRAP, ENTRY_POINT, Package
 from fruits_features.deploy.security import security_configuration_request
 from fruits_features.deploy.settings import DeploySettings, InstanceGroup
+from fruits_features.deploy.submission import (
+    ApiCall,
+    JobArguments,
+    Upload,
+    artifacts_prefix,
+    folder_uri,
+    run_prefix,
+)
 from fruits_features.errors import ConfigError
-from fruits_features.io.uri import S3Uri
 
 # States in which DescribeStep's answer no longer changes.
 TERMINAL_STEP_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"})
-
-
-@dataclass(frozen=True)
-class JobArguments:
-    """The job's own command line, as ``jobs/extract_features.py`` takes it."""
-
-    config_path: Path
-    run_id: str
-    input_uri: str | None = None
-    output_uri: str | None = None
-    overrides: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One local file and the S3 object it becomes."""
-
-    source: Path
-    destination: str
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One EMR API request: the operation's name, boto3's method and the parameters."""
-
-    operation: str
-    method: str
-    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -84,21 +62,6 @@ class Plan:
             "requests": [{"operation": c.operation, "parameters": c.parameters} for c in self.calls],
             "then": list(self.notes),
         }
-
-
-def _folder(base: str, *parts: str) -> S3Uri:
-    uri = S3Uri.parse(base)
-    return S3Uri(uri.bucket, uri.prefix + "".join(part.strip("/") + "/" for part in parts))
-
-
-def artifacts_prefix(settings: DeploySettings, package: Package) -> S3Uri:
-    """``<artifacts_uri><version>-<digest>/``: one folder per build, never overwritten by another."""
-    return _folder(settings.artifacts_uri, package.tag)
-
-
-def run_prefix(settings: DeploySettings, run_id: str) -> S3Uri:
-    """``<artifacts_uri>runs/<run id>/``: the job config this run was submitted with."""
-    return _folder(settings.artifacts_uri, "runs", run_id)
 
 
 def node_weights_path(settings: DeploySettings, weights_uri: str) -> str:
@@ -378,7 +341,7 @@ def plan_submission(
         else:  # every requirement set holds ONNX Runtime; auto falls back to it without OpenVINO
             bootstrapped = "runs on a cluster bootstrapped with any --engine"
         find_step += f"; the step (model.engine={job.model.engine}) {bootstrapped}"
-    output = _folder(arguments.output_uri or job.output.uri, arguments.run_id)
+    output = folder_uri(arguments.output_uri or job.output.uri, arguments.run_id)
     return Plan(
         run_id=arguments.run_id,
         cluster_id=cluster_id,

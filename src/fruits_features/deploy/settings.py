@@ -26,7 +26,7 @@ from fruits_features.io.uri import S3Uri
 # The releases with Spark 3.5 or later on Amazon Linux 2023, whose package repository has python3.11:
 # EMR 7.x (Spark 3.5) and the AWS runtime for Apache Spark, emr-spark-8.x (emr-spark-8.0.0: Spark
 # 4.0.2, Python 3.11-3.13).
-_RELEASE_RE = re.compile(r"^(emr-7|emr-spark-8)\.\d+\.\d+$")
+RELEASE_RE = re.compile(r"^(emr-7|emr-spark-8)\.\d+\.\d+$")
 _INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _MEMORY_RE = re.compile(r"^[1-9][0-9]*[kmgt]$")
 _ROLE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
@@ -36,12 +36,12 @@ _ROLE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 MANAGED_POLICY_TAG = "for-use-with-amazon-emr-managed-policies"
 
 
-class _Section(BaseModel):
+class SettingsSection(BaseModel):
     # As in the job's config: a misspelt key is an error, not a silently ignored value.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _s3_prefix(value: str) -> str:
+def s3_prefix_of(value: str) -> str:
     uri = S3Uri.parse(value)
     if not value.startswith("s3://"):
         raise ValueError(f"use the s3:// scheme, got {value!r}")
@@ -56,7 +56,7 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-class InstanceGroup(_Section):
+class InstanceGroup(SettingsSection):
     """One instance group of the cluster: the primary node or the core nodes."""
 
     instance_type: str
@@ -73,7 +73,7 @@ class InstanceGroup(_Section):
         return value
 
 
-class ClusterSettings(_Section):
+class ClusterSettings(SettingsSection):
     """The cluster ``run_job_flow`` creates when no ``--cluster-id`` is given."""
 
     name: str = "fruits-features"
@@ -92,7 +92,7 @@ class ClusterSettings(_Section):
     @field_validator("release_label")
     @classmethod
     def _check_release(cls, value: str) -> str:
-        if not _RELEASE_RE.match(value):
+        if not RELEASE_RE.match(value):
             raise ValueError(
                 f"expected an EMR 7.x or emr-spark-8.x release label such as emr-7.13.0 or emr-spark-8.0.0, "
                 f"got {value!r}"
@@ -117,7 +117,7 @@ class ClusterSettings(_Section):
     @field_validator("log_uri")
     @classmethod
     def _check_log_uri(cls, value: str) -> str:
-        return _s3_prefix(value)
+        return s3_prefix_of(value)
 
     @field_validator("service_role", "instance_profile")
     @classmethod
@@ -134,7 +134,7 @@ class ClusterSettings(_Section):
         return value
 
 
-class BootstrapSettings(_Section):
+class BootstrapSettings(SettingsSection):
     """What the bootstrap action sets up on every node."""
 
     python: str = "python3.11"
@@ -154,7 +154,7 @@ class BootstrapSettings(_Section):
         return value
 
 
-class StepSettings(_Section):
+class StepSettings(SettingsSection):
     """The ``spark-submit`` step and how long to wait for it."""
 
     name: str = "fruits-features"
@@ -180,7 +180,7 @@ class StepSettings(_Section):
         return value
 
 
-class DeploySettings(_Section):
+class DeploySettings(SettingsSection):
     """The whole of ``conf/emr-cluster.yaml``."""
 
     artifacts_uri: str
@@ -191,10 +191,10 @@ class DeploySettings(_Section):
     @field_validator("artifacts_uri")
     @classmethod
     def _check_artifacts(cls, value: str) -> str:
-        return _s3_prefix(value)
+        return s3_prefix_of(value)
 
 
-def _one_line(path: Path, error: ValidationError) -> str:
+def one_line_error(path: Path, error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "<root>"
     message = first["msg"].removeprefix("Value error, ")
@@ -225,4 +225,4 @@ def load_settings(path: Path) -> DeploySettings:
     try:
         return DeploySettings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(path, exc)) from exc
+        raise ConfigError(one_line_error(path, exc)) from exc
