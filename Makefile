@@ -173,3 +173,11 @@ EMR_ARGS ?=
 .PHONY: submit-emr
 submit-emr: package ## Run the job as an EMR step (conf/emr.yaml, conf/emr-cluster.yaml) and wait; EMR_ARGS=--dry-run
 	$(PY) -m fruits_features.deploy.emr submit --config conf/emr.yaml --cluster-config conf/emr-cluster.yaml $(EMR_ARGS)
+
+# Arguments for the EMR Serverless submit command, e.g. SERVERLESS_ARGS="--dry-run".
+SERVERLESS_ARGS ?=
+
+.PHONY: submit-serverless
+submit-serverless: package ## Run the job on EMR Serverless (conf/emr.yaml, conf/emr-serverless.yaml) and wait; SERVERLESS_ARGS=--dry-run
+	$(PY) -m fruits_features.deploy.serverless submit --config conf/emr.yaml \
+		--serverless-config conf/emr-serverless.yaml $(SERVERLESS_ARGS)

@@ -30,7 +30,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ from fruits_features.deploy.package import load_package
 from fruits_features.deploy.plan import TERMINAL_STEP_STATES, Plan, plan_submission
 from fruits_features.deploy.security import create_security_configuration
 from fruits_features.deploy.settings import load_settings
-from fruits_features.deploy.submission import JobArguments
+from fruits_features.deploy.submission import JobArguments, Upload
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.io.s3 import describe_error, s3_client
 from fruits_features.io.uri import S3Uri
@@ -116,24 +116,25 @@ class StepOutcome:
 
 
 @contextmanager
-def _aws(action: str) -> Iterator[None]:
+def aws_call(action: str) -> Iterator[None]:
+    """Turn an AWS failure inside the block into an :class:`AwsCallError` naming ``action``."""
     try:
         yield
     except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
         raise AwsCallError(f"{action}: {describe_error(exc)}") from exc
 
 
-def upload(plan: Plan, s3: S3Uploader) -> None:
-    """Upload every file of the plan.
+def upload(uploads: Sequence[Upload], s3: S3Uploader) -> None:
+    """Upload every file of a plan.
 
     Raises:
         AwsCallError: naming the object that could not be written.
     """
-    for item in plan.uploads:
+    for item in uploads:
         target = S3Uri.parse(item.destination)
-        with _aws(f"cannot upload {item.source} to {item.destination}"):
+        with aws_call(f"cannot upload {item.source} to {item.destination}"):
             s3.upload_file(Filename=str(item.source), Bucket=target.bucket, Key=target.key)
-    log.info("uploaded %d files", len(plan.uploads))
+    log.info("uploaded %d files", len(uploads))
 
 
 def _s3_log_uri(log_uri: str | None) -> str | None:
@@ -178,10 +179,10 @@ def start(plan: Plan, emr: EmrClient) -> tuple[str, str, str | None]:
     if plan.cluster_id is None:
         security, call = plan.calls
         create_security_configuration(emr, security.parameters)
-        with _aws("RunJobFlow"):
+        with aws_call("RunJobFlow"):
             cluster_id = str(emr.run_job_flow(**call.parameters)["JobFlowId"])
         log.info("created cluster %s", cluster_id)
-        with _aws(f"ListSteps on {cluster_id}"):
+        with aws_call(f"ListSteps on {cluster_id}"):
             steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
         ids = [str(step["Id"]) for step in steps if step.get("Name") == plan.step_name]
         if len(ids) != 1:
@@ -191,12 +192,12 @@ def start(plan: Plan, emr: EmrClient) -> tuple[str, str, str | None]:
         log_uri = call.parameters.get("LogUri")
         return cluster_id, ids[0], log_uri
     describe, add = plan.calls
-    with _aws(f"DescribeCluster {plan.cluster_id}"):
+    with aws_call(f"DescribeCluster {plan.cluster_id}"):
         cluster = emr.describe_cluster(**describe.parameters)["Cluster"]
     state = cluster.get("Status", {}).get("State")
     if state in _ENDED_CLUSTER_STATES:
         raise AwsCallError(f"cluster {plan.cluster_id} is {state}: it takes no more steps")
-    with _aws(f"AddJobFlowSteps on {plan.cluster_id}"):
+    with aws_call(f"AddJobFlowSteps on {plan.cluster_id}"):
         (step_id,) = emr.add_job_flow_steps(**add.parameters)["StepIds"]
     log.info("added step %s to cluster %s (%s)", step_id, plan.cluster_id, state)
     return plan.cluster_id, str(step_id), cluster.get("LogUri")
@@ -224,7 +225,7 @@ def wait_for_step(
     deadline = clock() + timeout_seconds
     last_state = None
     while True:
-        with _aws(f"DescribeStep {step_id} on {cluster_id}"):
+        with aws_call(f"DescribeStep {step_id} on {cluster_id}"):
             step: dict[str, Any] = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
         state = step["Status"]["State"]
         if state != last_state:
@@ -285,7 +286,7 @@ def submit(plan: Plan, emr: EmrClient, s3: S3Uploader, *, wait: bool = True) -> 
         AwsCallError: if AWS refuses a call.
         StepNotCompletedError: if the wait runs out.
     """
-    upload(plan, s3)
+    upload(plan.uploads, s3)
     cluster_id, step_id, log_uri = start(plan, emr)
     log.info("run %s: output %s", plan.run_id, plan.output_uri)
     if not wait:

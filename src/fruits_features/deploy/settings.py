@@ -56,6 +56,13 @@ def _absolute_path(value: str) -> str:
     return value
 
 
+def stringify_spark_conf(value: Any) -> Any:
+    """Spark properties as spark-submit takes them: YAML reads ``true`` and ``1`` as bool and int."""
+    if isinstance(value, Mapping):
+        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+    return value
+
+
 class InstanceGroup(SettingsSection):
     """One instance group of the cluster: the primary node or the core nodes."""
 
@@ -171,13 +178,7 @@ class StepSettings(SettingsSection):
             raise ValueError(f"expected a JVM memory size such as 4g, got {value!r}")
         return value
 
-    @field_validator("spark_conf", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        # YAML reads `true` and `1` as bool and int; spark-submit wants strings.
-        if isinstance(value, Mapping):
-            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-        return value
+    _stringify = field_validator("spark_conf", mode="before")(stringify_spark_conf)
 
 
 class DeploySettings(SettingsSection):
