@@ -34,6 +34,7 @@ from deploy_support import (
 from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
 from fruits_features.deploy.errors import AwsCallError, PackageError
+from fruits_features.deploy.instances import check_instance, cpu_of
 from fruits_features.deploy.package import Package, build_package, load_package
 from fruits_features.deploy.pins import PROVIDED_BY_EMR, REQUIREMENTS, Pin, check_project_ranges, read_pins
 from fruits_features.deploy.security import (
@@ -192,7 +193,7 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
     }
     assert re.fullmatch(r"fruits-features-[0-9a-f]{12}", security["parameters"]["Name"])
     assert params["SecurityConfiguration"] == security["parameters"]["Name"]
-    assert params["ReleaseLabel"] == "emr-7.13.0"
+    assert params["ReleaseLabel"] == "emr-spark-8.0.0"
     assert params["Applications"] == [{"Name": "Spark"}]
     assert params["LogUri"] == f"s3://{bucket}/emr-logs/"
     assert (params["ServiceRole"], params["JobFlowRole"]) == (
@@ -417,7 +418,7 @@ def test_submit_creates_the_cluster_it_planned_uploads_the_artifacts_and_waits_f
         if c.steps and c.steps[0].name == "fruits-features live-1"
     ]
     cluster = emr_api.describe_cluster(ClusterId=cluster_id)["Cluster"]
-    assert cluster["ReleaseLabel"] == "emr-7.13.0"
+    assert cluster["ReleaseLabel"] == "emr-spark-8.0.0"
     assert cluster["LogUri"] == f"s3://{bucket}/emr-logs/"
     groups = emr_api.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
     assert sorted(
@@ -673,8 +674,54 @@ def test_an_existing_security_configuration_of_the_name_is_reused_and_other_erro
 
 def test_the_shipped_cluster_settings_validate() -> None:
     settings = load_settings(ROOT / "conf" / "emr-cluster.yaml")
-    assert settings.cluster.release_label.startswith("emr-7.")
+    assert settings.cluster.release_label == "emr-spark-8.0.0"  # Spark 4.0, the project's own
     assert settings.bootstrap.python == "python3.11"
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "cpu"),
+    [
+        ("m7i.4xlarge", "amx"),
+        ("m7i-flex.2xlarge", "amx"),
+        ("r7iz.xlarge", "amx"),
+        ("c8i.large", "amx"),
+        ("m7a.2xlarge", "avx512_bf16"),
+        ("m5.xlarge", "x86"),
+        ("m6i.xlarge", "x86"),  # Ice Lake: AVX-512 without BF16
+        ("c5n.large", "x86"),
+        ("m7g.4xlarge", "graviton"),
+        ("c7gn.xlarge", "graviton"),
+        ("m6gd.large", "graviton"),
+        ("r8g.2xlarge", "graviton"),
+    ],
+)
+def test_the_cpu_of_an_instance_family(instance_type: str, cpu: str) -> None:
+    assert cpu_of(instance_type) == cpu
+
+
+def test_graviton_core_nodes_are_refused_for_openvino_and_the_packed_environment() -> None:
+    with pytest.raises(ConfigError, match="OpenVINO has no aarch64 wheel"):
+        check_instance("m7g.4xlarge", "auto", packed=False)
+    with pytest.raises(ConfigError, match="packed environment holds x86_64 wheels"):
+        check_instance("m7g.4xlarge", "onnxruntime", packed=True)
+    assert "Graviton" in check_instance("m7g.4xlarge", "onnxruntime", packed=False)
+    assert check_instance("m7i.4xlarge", "auto", packed=True).endswith(
+        "AMX, so model.engine auto runs OpenVINO bf16"
+    )
+    assert "ONNX Runtime fp32" in check_instance("m5.4xlarge", "auto", packed=True)
+
+
+def test_a_graviton_cluster_is_refused_before_any_upload(
+    package: Package, s3, bucket: str, emr_endpoint: str, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(
+        tmp_path, bucket, core={"instance_type": "m7g.4xlarge", "count": 4, "ebs_volume_gb": 64}
+    )
+
+    assert submit(*base_args(package, settings, bucket, "graviton")) == 2
+
+    assert "is Graviton (aarch64): OpenVINO has no aarch64 wheel" in caplog.text
+    assert keys(s3, bucket) == []
 
 
 @pytest.mark.parametrize("release", ["emr-7.14.0", "emr-spark-8.0.0"])

@@ -44,6 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fruits_features.cli import check_run_id, configure_logging, new_run_id
 from fruits_features.config_files import load_config
 from fruits_features.deploy.errors import AwsCallError, ConfigError, StepNotCompletedError
+from fruits_features.deploy.instances import check_instance
 from fruits_features.deploy.package import load_package
 from fruits_features.deploy.plan import TERMINAL_STEP_STATES, Plan, plan_submission
 from fruits_features.deploy.security import create_security_configuration
@@ -364,6 +365,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if step.poll_seconds <= 0 or step.timeout_minutes < 1:
         raise ConfigError("command line: --poll-seconds must be > 0 and --timeout-minutes >= 1")
     settings = settings.model_copy(update={"step": step})
+    if args.cluster_id is None:  # a new cluster: what its core nodes' CPU means for the engine
+        core = settings.cluster.core.instance_type
+        log.info("%s", check_instance(core, job.model.engine, packed=package.environment is not None))
     return plan_submission(settings, package, job, arguments, cluster_id=args.cluster_id)
 
 
