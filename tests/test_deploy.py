@@ -33,6 +33,7 @@ from deploy_support import (
 )
 from fruits_features.config_files import load_config
 from fruits_features.deploy import emr
+from fruits_features.deploy.environment import lock_name, write_lock
 from fruits_features.deploy.errors import AwsCallError, PackageError
 from fruits_features.deploy.instances import check_instance, cpu_of
 from fruits_features.deploy.package import Package, build_package, load_package
@@ -234,6 +235,25 @@ def test_dry_run_prints_the_new_cluster_request_and_calls_nothing(
         "Jar": "command-runner.jar",
         "Args": expected_step_args(package, bucket, "dry-1"),
     }
+
+
+@pytest.mark.parametrize("engine", sorted(REQUIREMENTS))
+def test_each_engines_lock_pins_exactly_its_requirement_set_with_hashes(
+    package: Package, engine: str, tmp_path: Path
+) -> None:
+    lock = tmp_path / lock_name(engine)
+
+    write_lock(package.dist / REQUIREMENTS[engine], lock, "3.11")  # raises when the two differ
+
+    hashes: dict[str, int] = {}  # pin line -> how many hashes follow it
+    for line in lock.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            current = line.split()[0]
+            hashes[current] = 0
+        elif line.strip().startswith("--hash=sha256:"):
+            hashes[current] += 1
+    assert len(hashes) == len(read_pins(package.dist / REQUIREMENTS[engine]))
+    assert min(hashes.values()) >= 1  # every pin carries the hashes pip will require
 
 
 def test_a_packed_environment_is_uploaded_and_unpacked_by_the_bootstrap_instead_of_pypi(

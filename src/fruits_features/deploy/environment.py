@@ -102,6 +102,8 @@ def write_lock(requirements: Path, lock: Path, version: str) -> None:
             _tool("uv"),
             *("pip", "compile", str(requirements), "--generate-hashes", "--no-header", "--quiet"),
             *("--python-version", version, "--python-platform", PLATFORM, "-o", str(lock)),
+            # As in the requirement sets: the venv keeps the pip and setuptools its Python comes with.
+            *(item for name in ("pip", "setuptools", "wheel") for item in ("--no-emit-package", name)),
         ],
         f"locking {requirements.name}",
     )
