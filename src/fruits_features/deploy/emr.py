@@ -33,15 +33,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, Protocol, cast
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fruits_features.cli import check_run_id, configure_logging, new_run_id
+from fruits_features.cli import configure_logging
 from fruits_features.config_files import load_config
 from fruits_features.deploy.errors import AwsCallError, ConfigError, StepNotCompletedError
 from fruits_features.deploy.instances import check_instance
@@ -49,7 +48,8 @@ from fruits_features.deploy.package import load_package
 from fruits_features.deploy.plan import TERMINAL_STEP_STATES, Plan, plan_submission
 from fruits_features.deploy.security import create_security_configuration
 from fruits_features.deploy.settings import load_settings
-from fruits_features.deploy.submission import JobArguments, Upload
+from fruits_features.deploy.submission import Upload, poll_until_ended
+from fruits_features.deploy.submit_cli import job_arguments, submit_parser
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.io.s3 import describe_error, s3_client
 from fruits_features.io.uri import S3Uri
@@ -223,23 +223,23 @@ def wait_for_step(
         AwsCallError: if a call is refused.
         StepNotCompletedError: if the step has not ended after ``timeout_seconds``.
     """
-    deadline = clock() + timeout_seconds
-    last_state = None
-    while True:
+
+    def describe() -> dict[str, Any]:
         with aws_call(f"DescribeStep {step_id} on {cluster_id}"):
-            step: dict[str, Any] = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
-        state = step["Status"]["State"]
-        if state != last_state:
-            log.info("step %s: %s", step_id, state)
-            last_state = state
-        if state in TERMINAL_STEP_STATES:
-            return step
-        if clock() >= deadline:
-            raise StepNotCompletedError(
-                f"step {step_id} on cluster {cluster_id} is still {state} after {timeout_seconds / 60:g} "
-                "minutes; it goes on: see the EMR console, or submit again with --no-wait"
-            )
-        sleep(poll_seconds)
+            return dict(emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"])
+
+    return poll_until_ended(
+        describe,
+        lambda step: str(step["Status"]["State"]),
+        TERMINAL_STEP_STATES,
+        f"step {step_id}",
+        poll_seconds=poll_seconds,
+        timeout_seconds=timeout_seconds,
+        log=log,
+        where=f" on cluster {cluster_id}",
+        sleep=sleep,
+        clock=clock,
+    )
 
 
 def outcome(
@@ -298,44 +298,16 @@ def submit(plan: Plan, emr: EmrClient, s3: S3Uploader, *, wait: bool = True) -> 
     return outcome(emr, plan, cluster_id, step, log_uri)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # a one-line error and exit code 2, as the job's own
-        raise ConfigError(f"command line: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
-    parser = _Parser(prog="python -m fruits_features.deploy.emr", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    sub = commands.add_parser("submit", help="run the job as an EMR step and wait for it")
-    sub.add_argument("--config", required=True, type=Path, help="the job's config, e.g. conf/emr.yaml")
-    sub.add_argument(
-        "--cluster-config",
-        type=Path,
-        default=Path("conf/emr-cluster.yaml"),
-        help="cluster, bootstrap and step settings (default: conf/emr-cluster.yaml)",
-    )
-    sub.add_argument(
-        "--dist", type=Path, default=Path("dist"), help="what make package built (default: dist)"
+    parser, sub = submit_parser(
+        "python -m fruits_features.deploy.emr",
+        __doc__.splitlines()[0],
+        "run the job as an EMR step and wait for it",
+        ("--cluster-config", "conf/emr-cluster.yaml", "cluster, bootstrap and step settings"),
+        "DescribeStep interval (default: step.poll_seconds)",
     )
     sub.add_argument("--cluster-id", help="add the step to this running cluster instead of creating one")
-    sub.add_argument("--input", help="the job's --input: s3://bucket/prefix/ of <Class>/<file> images")
-    sub.add_argument("--output", help="the job's --output: s3://bucket/prefix/ to write <run-id>/ under")
-    sub.add_argument("--run-id", help="the job's --run-id; default: UTC time + random suffix")
-    sub.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="the job's --set: override one key of --config (repeatable)",
-    )
-    sub.add_argument(
-        "--dry-run", action="store_true", help="print the uploads and API requests as JSON; call nothing"
-    )
-    sub.add_argument("--no-wait", action="store_true", help="return once the step is submitted")
-    sub.add_argument("--poll-seconds", type=float, help="DescribeStep interval (default: step.poll_seconds)")
-    sub.add_argument("--timeout-minutes", type=int, help="how long to wait (default: step.timeout_minutes)")
     return parser
 
 
@@ -348,13 +320,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     settings = load_settings(args.cluster_config)
     job = load_config(args.config, input_uri=args.input, output_uri=args.output, overrides=args.overrides)
     package = load_package(args.dist)
-    arguments = JobArguments(
-        config_path=args.config,
-        run_id=check_run_id(args.run_id or new_run_id()),
-        input_uri=args.input,
-        output_uri=args.output,
-        overrides=tuple(args.overrides),
-    )
+    arguments = job_arguments(args)
     step = settings.step.model_copy(
         update={
             key: value

@@ -157,14 +157,8 @@ def spark_submit_args(
         str(artifacts.join(ENTRY_POINT)),
         "--config",
         config_name,
+        *arguments.command_line(),
     ]
-    if arguments.input_uri is not None:
-        args += ["--input", arguments.input_uri]
-    if arguments.output_uri is not None:
-        args += ["--output", arguments.output_uri]
-    args += ["--run-id", arguments.run_id]
-    for item in arguments.overrides:
-        args += ["--set", item]
     weights = node_weights(job)
     if weights is not None:
         # Last, so it wins: the node-local copy of exactly the weights the config names. Only for

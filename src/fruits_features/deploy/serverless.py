@@ -34,20 +34,20 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
 
-from fruits_features.cli import check_run_id, configure_logging, new_run_id
+from fruits_features.cli import configure_logging
 from fruits_features.config_files import load_config
 from fruits_features.deploy.emr import S3Uploader, aws_call, upload
 from fruits_features.deploy.errors import ConfigError, StepNotCompletedError
 from fruits_features.deploy.package import load_package
 from fruits_features.deploy.serverless_plan import TERMINAL_RUN_STATES, ServerlessPlan, plan_serverless
 from fruits_features.deploy.serverless_settings import load_serverless_settings
-from fruits_features.deploy.submission import JobArguments
+from fruits_features.deploy.submission import poll_until_ended
+from fruits_features.deploy.submit_cli import job_arguments, submit_parser
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.io.s3 import s3_client
 
@@ -117,21 +117,22 @@ def wait_for_run(
         AwsCallError: if a call is refused.
         StepNotCompletedError: if the run has not ended after ``timeout_seconds``.
     """
-    deadline = clock() + timeout_seconds
-    last = None
-    while True:
+
+    def describe() -> dict[str, Any]:
         with aws_call(f"GetJobRun {run_id}"):
-            run: dict[str, Any] = client.get_job_run(applicationId=application_id, jobRunId=run_id)["jobRun"]
-        if run["state"] != last:
-            log.info("job run %s: %s", run_id, run["state"])
-            last = run["state"]
-        if run["state"] in TERMINAL_RUN_STATES:
-            return run
-        if clock() >= deadline:
-            raise StepNotCompletedError(
-                f"job run {run_id} is still {run['state']} after {timeout_seconds / 60:g} minutes; it goes on"
-            )
-        sleep(poll_seconds)
+            return dict(client.get_job_run(applicationId=application_id, jobRunId=run_id)["jobRun"])
+
+    return poll_until_ended(
+        describe,
+        lambda run: str(run["state"]),
+        TERMINAL_RUN_STATES,
+        f"job run {run_id}",
+        poll_seconds=poll_seconds,
+        timeout_seconds=timeout_seconds,
+        log=log,
+        sleep=sleep,
+        clock=clock,
+    )
 
 
 def exit_code(run: dict[str, Any]) -> int:
@@ -179,41 +180,15 @@ def submit(plan: ServerlessPlan, client: ServerlessClient, s3: S3Uploader) -> in
     return code
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # a one-line error and exit code 2, as the job's own
-        raise ConfigError(f"command line: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
-    parser = _Parser(prog="python -m fruits_features.deploy.serverless", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    sub = commands.add_parser("submit", help="run the job on EMR Serverless and wait for it")
-    sub.add_argument("--config", required=True, type=Path, help="the job's config, e.g. conf/emr.yaml")
-    sub.add_argument(
-        "--serverless-config",
-        type=Path,
-        default=Path("conf/emr-serverless.yaml"),
-        help="application and job run settings (default: conf/emr-serverless.yaml)",
+    parser, _ = submit_parser(
+        "python -m fruits_features.deploy.serverless",
+        __doc__.splitlines()[0],
+        "run the job on EMR Serverless and wait for it",
+        ("--serverless-config", "conf/emr-serverless.yaml", "application and job run settings"),
+        "GetJobRun interval (default: run.poll_seconds)",
     )
-    sub.add_argument(
-        "--dist", type=Path, default=Path("dist"), help="what make package built (default: dist)"
-    )
-    sub.add_argument("--input", help="the job's --input")
-    sub.add_argument("--output", help="the job's --output")
-    sub.add_argument("--run-id", help="the job's --run-id; default: UTC time + random suffix")
-    sub.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="the job's --set",
-    )
-    sub.add_argument("--dry-run", action="store_true", help="print the uploads and API requests as JSON")
-    sub.add_argument("--no-wait", action="store_true", help="return once the job run is started")
-    sub.add_argument("--poll-seconds", type=float, help="GetJobRun interval (default: run.poll_seconds)")
-    sub.add_argument("--timeout-minutes", type=int, help="how long to wait (default: run.timeout_minutes)")
     return parser
 
 
@@ -233,13 +208,7 @@ def make_plan(args: argparse.Namespace) -> ServerlessPlan:
     if (updates.get("poll_seconds", 1) <= 0) or updates.get("timeout_minutes", 5) < 5:
         raise ConfigError("command line: --poll-seconds must be > 0 and --timeout-minutes >= 5")
     settings = settings.model_copy(update={"run": settings.run.model_copy(update=updates)})
-    arguments = JobArguments(
-        config_path=args.config,
-        run_id=check_run_id(args.run_id or new_run_id()),
-        input_uri=args.input,
-        output_uri=args.output,
-        overrides=tuple(args.overrides),
-    )
+    arguments = job_arguments(args)
     return plan_serverless(settings, load_package(args.dist), job, arguments, wait=not args.no_wait)
 
 

@@ -137,19 +137,6 @@ def spark_submit_parameters(
     return " ".join(parts)
 
 
-def entry_point_arguments(arguments: JobArguments) -> list[str]:
-    """The job's own command line after the entry point."""
-    args = ["--config", arguments.config_path.name]
-    if arguments.input_uri is not None:
-        args += ["--input", arguments.input_uri]
-    if arguments.output_uri is not None:
-        args += ["--output", arguments.output_uri]
-    args += ["--run-id", arguments.run_id]
-    for item in arguments.overrides:
-        args += ["--set", item]
-    return args
-
-
 def check_model_transfer(job: JobConfig) -> None:
     """Refuse ``classifier.model_transfer: boto3`` when the run saves a model: it needs a folder the
     driver and the executors share, which EMR Serverless workers have not. ``hadoop`` goes through
@@ -200,7 +187,7 @@ def plan_serverless(
         "jobDriver": {
             "sparkSubmit": {
                 "entryPoint": str(artifacts.join(ENTRY_POINT)),
-                "entryPointArguments": entry_point_arguments(arguments),
+                "entryPointArguments": ["--config", arguments.config_path.name, *arguments.command_line()],
                 "sparkSubmitParameters": spark_submit_parameters(settings, package, environment, arguments),
             }
         },
