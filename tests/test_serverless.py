@@ -163,9 +163,9 @@ def test_submit_creates_the_application_once_starts_the_planned_run_and_waits(
     assert runs[0].job_driver == planned["jobDriver"]  # what the dry run showed is what was sent
     assert runs[0].configuration_overrides == planned["configurationOverrides"]
     assert runs[0].execution_role_arn == planned["executionRoleArn"]
-    for upload in json.loads(json.dumps([str(packed.dist / f) for f in packed.files])):
-        key = f"artifacts/{packed.tag}/{Path(upload).relative_to(packed.dist).as_posix()}"
-        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == Path(upload).read_bytes()
+    for name in packed.files:
+        body = s3.get_object(Bucket=bucket, Key=f"artifacts/{packed.tag}/{name}")["Body"].read()
+        assert body == (packed.dist / name).read_bytes(), name
     assert f"job run {runs[0].id} on application {apps[0].id}: SUCCESS" in caplog.text
     assert (
         f"s3://{bucket}/serverless-logs/applications/{apps[0].id}/jobs/{runs[0].id}/SPARK_DRIVER/"

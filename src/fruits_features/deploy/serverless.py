@@ -140,7 +140,8 @@ def exit_code(run: dict[str, Any]) -> int:
     if run["state"] == "SUCCESS":
         return 0
     found = _EXIT_CODE.search(run.get("stateDetails") or "")
-    return int(found.group(1)) if found and int(found.group(1)) else StepNotCompletedError.exit_code
+    code = int(found.group(1)) if found else 0
+    return code or StepNotCompletedError.exit_code
 
 
 def report(plan: ServerlessPlan, application_id: str, run: dict[str, Any], log_uri: str) -> list[str]:
