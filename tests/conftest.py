@@ -132,26 +132,41 @@ def weights() -> str:
 EXPORTS = ROOT / "build" / "models"
 
 
-def export_for_tests(weights: str, image_size: int, folder: Path = EXPORTS) -> str:
+def export_for_tests(
+    weights: str, image_size: int, folder: Path = EXPORTS, backbone: str = "resnet50"
+) -> str:
     """The weights exported to ONNX at ``image_size`` by the project's exporter (verified against
-    Keras), or the file an earlier run exported from the same weights at the same size."""
+    the source framework), or the file an earlier run exported from the same weights at the same
+    size."""
     from fruits_features.errors import FruitsFeaturesError
-    from fruits_features.features.onnx_export import check_onnx, export_onnx, load_samples
+    from fruits_features.features.backbones import BACKBONES
+    from fruits_features.features.onnx_export import check_onnx, export_onnx
+    from fruits_features.features.samples import load_labelled_samples
     from fruits_features.io.s3 import S3Settings
 
-    target = folder / f"resnet50-notop.{image_size}px.onnx"
+    network = BACKBONES[backbone]
+    stem = "resnet50-notop" if backbone == "resnet50" else "efficientnet-lite2"
+    target = folder / f"{stem}.{image_size}px.onnx"
     folder.mkdir(parents=True, exist_ok=True)
     # One export at a time (the suite's workers, `make run`): the others wait, then reuse it.
     with open(folder / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists():
             try:
-                check_onnx(str(target), weights, image_size, S3Settings())
+                check_onnx(str(target), weights, image_size, S3Settings(), network)
                 return str(target)
             except FruitsFeaturesError:  # other weights, another size, or no metadata: export anew
                 pass
-        samples = load_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
-        export_onnx(weights, image_size, str(target), samples, S3Settings())
+        samples = load_labelled_samples(str(SAMPLE_DIR), 16, image_size, S3Settings())
+        export_onnx(
+            weights,
+            image_size,
+            str(target),
+            samples.pixels,
+            S3Settings(),
+            network=network,
+            labels=samples.labels,
+        )
     return str(target)
 
 
@@ -165,6 +180,13 @@ def onnx_file(weights: str) -> str:
 def onnx_file_64(weights: str) -> str:
     """The same at 64 px, for the tests that run many images quickly."""
     return export_for_tests(weights, 64)
+
+
+@pytest.fixture(scope="session")
+def lite2_onnx_128() -> str:
+    """EfficientNet-Lite2 (the package's weights) exported at 128 px, verified against PyTorch."""
+    heavy("model weights")
+    return export_for_tests("imagenet", 128, backbone="efficientnet_lite2")
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,8 @@ from fruits_features.stages.classify import (
     train_count,
 )
 from fruits_features.stages.metrics import classification_metrics, most_confused
-from fruits_features.stages.model_store import (
-    ModelInfo,
-    ModelMismatchError,
-    ModelUnavailableError,
-    check_model_transfer,
-)
+from fruits_features.stages.model_info import ModelInfo, ModelMismatchError, ModelUnavailableError
+from fruits_features.stages.model_store import check_model_transfer
 from report_checks import check_report_folder, open_in_chromium
 
 # -- the split ------------------------------------------------------------------------------------

@@ -803,7 +803,8 @@ def test_node_requirements_pin_the_run_time_closure_exactly_as_constraints(
     )
     assert not PROVIDED_BY_EMR & set(requirements)  # EMR's own Spark 3.5
     assert not {"moto", "pytest", "mypy", "ruff"} & set(requirements)  # nothing from the dev extra
-    assert not {"tf2onnx", "onnx"} & set(requirements)  # nor from the export extra
+    assert not {"tf2onnx", "onnx"} & set(requirements)  # nor from the export extras
+    assert not {"torch", "efficientnet-lite-pytorch", "triton"} & set(requirements)  # no node needs PyTorch
     assert f"model.engine: {engine}" in (package.dist / REQUIREMENTS[engine]).read_text()
 
 

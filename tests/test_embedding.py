@@ -16,9 +16,9 @@ import pytest
 
 from conftest import wait_for
 from fruits_features.errors import WeightsUnavailableError
+from fruits_features.features.backbones import RESNET50
 from fruits_features.features.model_files import check_weights, file_sha256, local_file
 from fruits_features.features.udf import (
-    FEATURE_DIM,
     EmbedCounters,
     EmbedSpec,
     cached_model_fn,
@@ -29,6 +29,7 @@ from fruits_features.io.loading import FetchResult, PendingReads
 from fruits_features.io.s3 import S3Settings
 from fruits_features.progress import ProgressListener
 
+FEATURE_DIM = RESNET50.feature_dim
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
 JPEGS = sorted(SAMPLE.glob("*/*.jpg"))[:7]
 SPEC = EmbedSpec(weights="fake", image_size=32, batch_size=3, threads=1, max_image_pixels=10**7)

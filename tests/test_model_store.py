@@ -20,8 +20,8 @@ import pytest
 from fruits_features.config_files import build_config
 from fruits_features.errors import ConfigError, PipelineError
 from fruits_features.io.uri import S3Uri
+from fruits_features.stages.model_info import ModelInfo
 from fruits_features.stages.model_store import (
-    ModelInfo,
     ModelStagingError,
     check_model_transfer,
     check_staged_pipeline,

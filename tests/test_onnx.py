@@ -19,7 +19,8 @@ from fruits_features import pipeline
 from fruits_features.config import ModelConfig
 from fruits_features.config_files import build_config
 from fruits_features.errors import WeightsUnavailableError
-from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn, preprocess
+from fruits_features.features.backbones import caffe_preprocess as preprocess
+from fruits_features.features.engines import EmbedSpec, build_keras_fn, build_onnx_fn
 from fruits_features.features.model_files import file_sha256, tensorflow_import_quieted
 from fruits_features.features.onnx_export import (
     TOLERANCE,
@@ -30,9 +31,9 @@ from fruits_features.features.onnx_export import (
     check_onnx,
     compare_features,
     export_onnx,
-    load_samples,
     read_info,
 )
+from fruits_features.features.samples import load_samples
 from fruits_features.io.folders import download_folder
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
@@ -177,7 +178,7 @@ def test_an_onnx_file_without_the_export_metadata_is_refused(
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
 
-    with pytest.raises(OnnxMismatchError, match="not a ResNet50 export of this project"):
+    with pytest.raises(OnnxMismatchError, match="not an export of this project"):
         check_onnx(str(bare), weights, 224, S3Settings())
 
 

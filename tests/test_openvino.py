@@ -18,6 +18,7 @@ from conftest import SAMPLE_DIR, sample_classes, upload_sample
 from fruits_features import pipeline
 from fruits_features.config_files import build_config
 from fruits_features.errors import ConfigError
+from fruits_features.features.backbones import caffe_preprocess
 from fruits_features.features.engines import (
     EmbedSpec,
     build_onnx_fn,
@@ -25,10 +26,9 @@ from fruits_features.features.engines import (
     cpu_flags,
     matrix_flags,
     openvino_capabilities,
-    preprocess,
     resolve_engine,
 )
-from fruits_features.features.onnx_export import load_samples
+from fruits_features.features.samples import load_samples
 from fruits_features.io.folders import download_folder
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
@@ -112,7 +112,7 @@ def test_bf16_with_an_fp32_only_engine_is_a_config_error() -> None:
 
 @pytest.fixture(scope="module")
 def samples() -> np.ndarray:
-    return preprocess(load_samples(str(SAMPLE_DIR), 32, 224, S3Settings()))
+    return caffe_preprocess(load_samples(str(SAMPLE_DIR), 32, 224, S3Settings()))
 
 
 def test_openvino_fp32_equals_onnxruntime_and_bf16_stays_within_cosine_0999(

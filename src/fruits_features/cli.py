@@ -83,8 +83,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     """The ONNX export's arguments: the config's model section says what to export, and where."""
     parser = _Parser(
         prog="export_onnx.py",
-        description="Export ResNet50 (model.weights, model.image_size) to ONNX at model.onnx, "
-        "verified against Keras on sample images.",
+        description="Export model.backbone (model.weights, model.image_size) to ONNX at model.onnx, "
+        "verified against its source framework (Keras, PyTorch) on sample images.",
     )
     _add_config(parser, "model.onnx=s3://bucket/models/r50.224px.onnx")
     parser.add_argument(

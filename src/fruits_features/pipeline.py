@@ -16,7 +16,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
-from fruits_features.features.engines import FEATURE_DIM
 from fruits_features.io.outputs import EMBEDDINGS_DIR, FEATURES_DIR, PREDICTIONS_DIR, WrittenPart, write_parts
 from fruits_features.job_run import JobRun
 from fruits_features.manifest import PcaSection, RunResult
@@ -57,7 +56,8 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         PipelineError: nothing could be featurized, or the written rows do not add up.
         PreviousRunError: ``incremental.previous_run`` is not a finished run written with
             ``output.incremental_base``.
-        ModelMismatchError: the previous run embedded with other weights or at another size.
+        ModelMismatchError: the previous run embedded with another backbone, other weights or at
+            another size.
     """
     job = JobRun.start(spark, config, "features", run_id)
     if config.classifier.enabled or config.output.incremental_base:
@@ -158,7 +158,8 @@ def reduce_and_write(
             "only %d images for %d components: the trailing ones carry no information", rows, config.pca.k
         )
     with job.timer.stage("reduce"):
-        reduction = fit_reduction(featurized, config.pca.k, rows=rows, dimension=FEATURE_DIM)
+        dimension = config.model.network.feature_dim
+        reduction = fit_reduction(featurized, config.pca.k, rows=rows, dimension=dimension)
     log.info(
         "fitted StandardScaler + PCA(k=%d%s): %.1f%% of the variance kept",
         reduction.k,

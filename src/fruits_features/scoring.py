@@ -28,9 +28,8 @@ from fruits_features.job_run import JobRun
 from fruits_features.manifest import RunResult
 from fruits_features.stages.classify import with_predictions
 from fruits_features.stages.embed import run_embed_stage
+from fruits_features.stages.model_info import ModelUnavailableError, check_backbone, check_compatible
 from fruits_features.stages.model_store import (
-    ModelUnavailableError,
-    check_compatible,
     check_model_transfer,
     load_model,
     read_model_info,
@@ -53,7 +52,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
     Raises:
         ConfigError: ``classifier.model_transfer`` cannot work with this master.
         ModelUnavailableError: the model cannot be read.
-        ModelMismatchError: ``model.weights`` is not the file the model was trained with.
+        ModelMismatchError: ``model.backbone`` or ``model.weights`` is not what the model was trained with.
         InputError, OutputError, WeightsUnavailableError, TooManyRejectsError, PipelineError:
             as for the feature job.
     """
@@ -65,6 +64,7 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
     check_model_transfer(config, spark.sparkContext.master or "")
     with job.timer.stage("model_info"):
         info = read_model_info(job.client, model_uri)
+    check_backbone(info, config.model, str(model_uri))
     if not info.labels:
         raise ModelUnavailableError(
             f"{model_uri} holds the scaler + PCA of run {info.run_id} but no classifier: score with the "
@@ -84,9 +84,8 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         config = config.model_copy(update={"model": model_config})
     checked = preflight(job, config, labelled_only=False)
     with job.timer.stage("weights_check"):
-        check_compatible(
-            info, config.model.weights, weights_sha256(config.model.weights, job.settings), model
-        )
+        digest = weights_sha256(config.model.weights, job.settings, config.model.network)
+        check_compatible(info, config.model, digest, model)
     with job.timer.stage("model_load"):
         pipeline_model = load_model(
             model_uri,

@@ -34,4 +34,5 @@ def embed_spec(config: JobConfig, s3: S3Settings) -> EmbedSpec:
         engine=config.model.engine,
         onnx=config.model.onnx_location() if config.model.uses_onnx else None,
         precision=config.model.precision,
+        backbone=config.model.backbone,
     )

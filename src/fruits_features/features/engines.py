@@ -1,17 +1,19 @@
-"""The engines that run ResNet50's forward pass on the executors.
+"""The engines that run the backbone's forward pass on the executors.
 
 - ``tensorflow``: Keras' ResNet50 (no top, average pooling) built from the weights, its call
-  wrapped in ``tf.function`` with one fixed signature.
-- ``onnxruntime``: the same model exported to ONNX (:mod:`fruits_features.features.onnx_export`), run by
-  ONNX Runtime's CPU provider. Its executors never import TensorFlow.
+  wrapped in ``tf.function`` with one fixed signature (ResNet50 only).
+- ``onnxruntime``: the backbone exported to ONNX (:mod:`fruits_features.features.onnx_export`,
+  :mod:`fruits_features.features.lite2_export`), run by ONNX Runtime's CPU provider. Its
+  executors never import TensorFlow or PyTorch.
 - ``openvino``: the same ONNX file read and compiled by OpenVINO for the CPU, in fp32 or bf16
   (``model.precision``; ``auto``: bf16 where the CPU has native bf16 matrix support, AMX or
   AVX-512 BF16, as OpenVINO reports it in ``OPTIMIZATION_CAPABILITIES``).
 - ``auto``: each executor decides for itself (a cluster can mix instance types): OpenVINO bf16
   where the CPU supports bf16 natively and OpenVINO is installed, ONNX Runtime fp32 elsewhere.
 
-All take the same input, ResNet50's "caffe" preprocessing of RGB pixels (:func:`preprocess`),
-and give the same 2048 features. Each uses the cores Spark gives a task (``spark.task.cpus``,
+All take the same input, the backbone's preprocessing of RGB pixels
+(:mod:`fruits_features.features.backbones`), and give the same features (2048 for ResNet50, 1280
+for EfficientNet-Lite2). Each uses the cores Spark gives a task (``spark.task.cpus``,
 or ``model.threads`` when set) for its intra-op threads and one inter-op thread: with several
 Python workers per machine, more would oversubscribe the cores.
 """
@@ -29,26 +31,22 @@ from typing import Literal
 
 import numpy as np
 
+from fruits_features.features.backbones import DEFAULT_BACKBONE, Backbone, BackboneName, backbone
 from fruits_features.features.model_files import local_file, quiet_tensorflow
 from fruits_features.io.s3 import S3Settings
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 2048
 Engine = Literal["tensorflow", "onnxruntime", "openvino", "auto"]
 Precision = Literal["fp32", "bf16", "auto"]
 ModelFn = Callable[[np.ndarray], np.ndarray]
-
-# ImageNet channel means, in BGR order, that keras.applications.resnet50.preprocess_input
-# subtracts ("caffe" mode); tests check this against Keras' own function.
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class EmbedSpec:
     """Everything an executor needs to build the model and run it; hashable, no secrets.
 
-    ``onnx`` is the ONNX file (local path or ``s3://``) for the ``onnxruntime`` engine.
+    ``onnx`` is the ONNX file (local path or ``s3://``) for every engine but ``tensorflow``.
     """
 
     weights: str
@@ -60,6 +58,12 @@ class EmbedSpec:
     engine: Engine = "tensorflow"
     onnx: str | None = None
     precision: Precision = "auto"
+    backbone: BackboneName = DEFAULT_BACKBONE
+
+    @property
+    def network(self) -> Backbone:
+        """The backbone's feature size and preprocessing."""
+        return backbone(self.backbone)
 
 
 # The /proc/cpuinfo flags that decide which engine and precision is fastest: AVX2 and AVX-512
@@ -158,15 +162,6 @@ def resolved_engine(spec: EmbedSpec) -> ResolvedEngine:
     return _RESOLVED[key]
 
 
-def preprocess(pixels: np.ndarray) -> np.ndarray:
-    """ResNet50's input from uint8 RGB ``(n, s, s, 3)``: BGR, ImageNet means subtracted, float32.
-
-    The same arithmetic as ``keras.applications.resnet50.preprocess_input``, without importing
-    Keras (and TensorFlow) into an executor that runs the ONNX engine.
-    """
-    return pixels[..., ::-1].astype(np.float32) - _CAFFE_MEAN_BGR
-
-
 def machine_cpus() -> int:
     """This machine's cores: the threads an engine takes when ``EmbedSpec.threads`` is 0 (the UDF
     resolves 0 to the task's cores before it builds the model)."""
@@ -175,6 +170,8 @@ def machine_cpus() -> int:
 
 def build_keras_fn(spec: EmbedSpec) -> ModelFn:
     """Build ResNet50 (no top, average pooling) and wrap its forward pass in ``tf.function``."""
+    if spec.backbone != "resnet50":
+        raise ValueError(f"the tensorflow engine runs ResNet50 only, not {spec.network.title}")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -203,7 +200,7 @@ def build_keras_fn(spec: EmbedSpec) -> ModelFn:
 
 
 def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
-    """Open the exported ResNet50 in an ONNX Runtime CPU session."""
+    """Open the exported backbone in an ONNX Runtime CPU session."""
     import onnxruntime as ort
 
     if spec.onnx is None:
@@ -218,7 +215,7 @@ def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
         local_file(spec.onnx, spec.s3), options, providers=["CPUExecutionProvider"]
     )
     input_name = session.get_inputs()[0].name
-    _log_ready("opened ResNet50 with ONNX Runtime", spec.onnx, spec, threads, started)
+    _log_ready(f"opened {spec.network.title} with ONNX Runtime", spec.onnx, spec, threads, started)
 
     def call(batch: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(None, {input_name: batch})[0])
@@ -227,7 +224,7 @@ def build_onnx_fn(spec: EmbedSpec) -> ModelFn:
 
 
 def build_openvino_fn(spec: EmbedSpec, precision: Literal["fp32", "bf16"]) -> ModelFn:
-    """Compile the exported ResNet50 with OpenVINO for this CPU, in ``precision``.
+    """Compile the exported backbone with OpenVINO for this CPU, in ``precision``.
 
     One stream with the task's threads and the latency hint, threads not pinned: each Spark task
     is one synchronous caller, and several tasks share a machine's cores.
@@ -255,7 +252,9 @@ def build_openvino_fn(spec: EmbedSpec, precision: Literal["fp32", "bf16"]) -> Mo
     )
     request = compiled.create_infer_request()
     output = compiled.output(0)
-    _log_ready(f"compiled ResNet50 with OpenVINO ({precision})", spec.onnx, spec, threads, started)
+    _log_ready(
+        f"compiled {spec.network.title} with OpenVINO ({precision})", spec.onnx, spec, threads, started
+    )
 
     def call(batch: np.ndarray) -> np.ndarray:
         # infer() copies the outputs (share_outputs=False): the next call cannot overwrite them.
@@ -270,7 +269,7 @@ def _log_ready(what: str, source: str, spec: EmbedSpec, threads: int, started: f
 
 
 def build_model_fn(spec: EmbedSpec) -> ModelFn:
-    """The forward pass of ``spec.engine``: float32 ``(n, s, s, 3)`` preprocessed -> ``(n, 2048)``."""
+    """The forward pass of ``spec.engine``: float32 ``(n, s, s, 3)`` preprocessed -> ``(n, features)``."""
     resolved = resolved_engine(spec)
     if resolved.engine == "openvino":
         return build_openvino_fn(spec, resolved.precision)

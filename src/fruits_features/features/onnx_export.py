@@ -1,16 +1,23 @@
-"""ResNet50 as an ONNX file: exported from Keras once, verified, and checked before a run uses it.
+"""The backbone as an ONNX file: exported once, verified, and checked before a run uses it.
 
-The export (``make export-onnx``, ``jobs/export_onnx.py``) builds Keras' ResNet50 from
-``model.weights`` at ``model.image_size``, converts it with ``model.export(format="onnx")``
-(tf2onnx underneath), runs both on real sample images and refuses to write a file whose features
-differ from Keras' by more than :data:`TOLERANCE`. The file carries what it was made from in its
-metadata (``fruits_features.*``): the weights' SHA-256, the image size, the versions, the
-difference measured. Before any Spark work, :func:`check_onnx` opens the file with ONNX Runtime
-and compares those with the configuration: a missing file, another image size or other weights
-stop the run with one line.
+The export (``make export-onnx``, ``make export-lite2``, ``jobs/export_onnx.py``) builds the
+backbone from ``model.weights`` at ``model.image_size`` in its source framework, writes it as
+ONNX, runs both on real sample images and refuses to write a file whose features differ from the
+source framework's by more than :data:`TOLERANCE`:
 
-Exporting needs TensorFlow, Keras, tf2onnx and onnx (the ``export`` extra); running the file
-needs only ONNX Runtime.
+- ResNet50: Keras builds it, ``model.export(format="onnx")`` (tf2onnx underneath) writes it;
+- EfficientNet-Lite2: PyTorch builds it from the package's ``.pth``, ``torch.onnx.export`` writes
+  it (:mod:`fruits_features.features.lite2_export`); its ImageNet head, fed the file's
+  features, must also put the samples of fruit classes ImageNet has in their class.
+
+The file carries what it was made from in its metadata (``fruits_features.*``): the backbone,
+the weights' SHA-256, the image size, the versions, the difference measured. Before any Spark
+work, :func:`check_onnx` opens the file with ONNX Runtime and compares those with the
+configuration: a missing file, another backbone, another image size or other weights stop the
+run with one line.
+
+Exporting needs the source framework (the ``export`` or ``export-lite2`` extra); running the
+file needs only ONNX Runtime or OpenVINO.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,25 +36,22 @@ import numpy as np
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fruits_features.config import IMAGE_EXTENSIONS
 from fruits_features.errors import (
     ConfigError,
-    FruitsFeaturesError,
-    InputError,
     OutputError,
     WeightsUnavailableError,
 )
-from fruits_features.features.decoding import ImageDecodeError, decode_image
-from fruits_features.features.engines import FEATURE_DIM, preprocess
+from fruits_features.features.backbones import RESNET50, Backbone
+from fruits_features.features.export_sources import ExportError, check_imagenet_top1, source_network
 from fruits_features.features.model_files import (
+    imagenet_path,
     is_s3,
     local_file,
     one_line,
-    tensorflow_import_quieted,
     weights_sha256,
 )
-from fruits_features.io.listing import list_images
-from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
+from fruits_features.features.model_paths import IMAGENET
+from fruits_features.io.s3 import S3Settings, describe_error, s3_client
 from fruits_features.io.uri import S3Uri
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,10 @@ log = logging.getLogger(__name__)
 # rounding only, about 1e-5 here).
 TOLERANCE = 1e-4
 _PREFIX = "fruits_features."
-EXPORT_HINT = "export it with `make export-onnx` (python jobs/export_onnx.py --config <conf>)"
+EXPORT_HINT = (
+    "export it with `make export-onnx` (ResNet50) or `make export-lite2` (EfficientNet-Lite2), that is "
+    "python jobs/export_onnx.py --config <conf>"
+)
 
 
 class OnnxModelError(WeightsUnavailableError):
@@ -69,10 +75,6 @@ class OnnxMismatchError(ConfigError):
     """The ONNX file was exported from other weights or for another image size (exit code 2)."""
 
 
-class ExportError(FruitsFeaturesError):
-    """The export differs from Keras beyond the tolerance (exit code 1)."""
-
-
 @dataclass(frozen=True)
 class OnnxInfo:
     """What an exported file says about itself.
@@ -81,9 +83,13 @@ class OnnxInfo:
         image_size: the square input size the graph takes.
         weights: ``model.weights`` as given at export time.
         weights_sha256: the digest of that weights file.
-        max_abs_difference: the largest difference from Keras measured at export time.
+        max_abs_difference: the largest difference from the source framework measured at export time.
         verified_images: how many sample images that was measured on.
-        versions: keras, tensorflow, tf2onnx and onnx at export time.
+        versions: the source framework, its converter and onnx at export time.
+        backbone: the network (files written before there was a choice are ResNet50's).
+        imagenet_top1: ``right/checked`` samples of ImageNet fruit classes the export's features put
+            in their class through the network's ImageNet head; empty without a head (ResNet50's
+            weights have none) or without such samples.
     """
 
     image_size: int
@@ -92,6 +98,8 @@ class OnnxInfo:
     max_abs_difference: float
     verified_images: int
     versions: dict[str, str]
+    backbone: str = RESNET50.name
+    imagenet_top1: str = ""
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` entries (strings only)."""
@@ -117,6 +125,8 @@ class OnnxInfo:
             max_abs_difference=float(get["max_abs_difference"]),
             verified_images=int(get["verified_images"]),
             versions={k[: -len("_version")]: v for k, v in get.items() if k.endswith("_version")},
+            backbone=get.get("backbone", RESNET50.name),
+            imagenet_top1=get.get("imagenet_top1", ""),
         )
 
 
@@ -141,19 +151,22 @@ def read_info(path: str) -> OnnxInfo:
         return OnnxInfo.from_metadata(metadata, session.get_inputs()[0].shape)
     except (KeyError, ValueError) as exc:
         raise OnnxMismatchError(
-            f"model.onnx={path}: not a ResNet50 export of this project ({one_line(exc)}); {EXPORT_HINT}"
+            f"model.onnx={path}: not an export of this project ({one_line(exc)}); {EXPORT_HINT}"
         ) from exc
 
 
-def check_onnx(location: str, weights: str, image_size: int, s3: S3Settings) -> OnnxInfo:
-    """Make sure the ONNX file exists and was exported from ``weights`` at ``image_size``.
+def check_onnx(
+    location: str, weights: str, image_size: int, s3: S3Settings, network: Backbone = RESNET50
+) -> OnnxInfo:
+    """Make sure the ONNX file exists and was exported from ``weights`` at ``image_size``, for
+    the backbone ``network``.
 
     Runs on the driver before any Spark work; an ``s3://`` file is downloaded into this
     machine's cache, where the local executors find it.
 
     Raises:
         OnnxModelError: the file is missing, unreadable or not ONNX.
-        OnnxMismatchError: another image size, other weights, or not this project's export.
+        OnnxMismatchError: another backbone, image size or weights, or not this project's export.
         WeightsUnavailableError: the weights to compare with cannot be had.
     """
     if is_s3(location):
@@ -165,12 +178,17 @@ def check_onnx(location: str, weights: str, image_size: int, s3: S3Settings) -> 
     elif not Path(location).is_file():
         raise OnnxModelError(f"model.onnx={location}: no such file; {EXPORT_HINT}")
     info = read_info(local_file(location, s3))
+    if info.backbone != network.name:
+        raise OnnxMismatchError(
+            f"model.onnx={location} is an export of {info.backbone} but model.backbone is {network.name}: "
+            f"{EXPORT_HINT}, or set model.onnx to a {network.name} export"
+        )
     if info.image_size != image_size:
         raise OnnxMismatchError(
             f"model.onnx={location} takes {info.image_size}px images but model.image_size is "
             f"{image_size}: export one for {image_size}px, or set model.onnx to it"
         )
-    digest = weights_sha256(weights, s3)
+    digest = weights_sha256(weights, s3, network)
     if digest != info.weights_sha256:
         raise OnnxMismatchError(
             f"model.onnx={location} was exported from other weights ({info.weights}, sha256 "
@@ -180,51 +198,47 @@ def check_onnx(location: str, weights: str, image_size: int, s3: S3Settings) -> 
     return info
 
 
-def compare_features(expected: np.ndarray, actual: np.ndarray, tolerance: float = TOLERANCE) -> float:
-    """The largest absolute difference between Keras' features and the export's.
+def compare_features(
+    expected: np.ndarray,
+    actual: np.ndarray,
+    tolerance: float = TOLERANCE,
+    network: Backbone = RESNET50,
+    source: str = "Keras",
+) -> float:
+    """The largest absolute difference between the source framework's features and the export's.
 
     Raises:
         ExportError: other shapes, a difference above ``tolerance``, or non-finite values.
     """
-    if actual.shape != expected.shape or expected.shape[1:] != (FEATURE_DIM,):
-        raise ExportError(f"the export gives features of shape {actual.shape}, Keras {expected.shape}")
+    if actual.shape != expected.shape or expected.shape[1:] != (network.feature_dim,):
+        raise ExportError(f"the export gives features of shape {actual.shape}, {source} {expected.shape}")
     difference = float(np.max(np.abs(actual - expected)))
     log.info(
-        "ONNX export differs from Keras by at most %.2e on %d images (largest feature %.1f)",
+        "ONNX export differs from %s by at most %.2e on %d images (largest feature %.1f)",
+        source,
         difference,
         len(expected),
         float(np.max(np.abs(expected))),
     )
     if not difference <= tolerance:  # also refuses NaN
         raise ExportError(
-            f"the ONNX export differs from Keras by {difference:.3g} (> {tolerance:g}) on "
+            f"the ONNX export differs from {source} by {difference:.3g} (> {tolerance:g}) on "
             f"{len(expected)} sample images; nothing written"
         )
     return difference
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime")}
-
-
-def _keras_model(weights: str, image_size: int, s3: S3Settings) -> Any:
-    with tensorflow_import_quieted():
-        import keras
-
-    model = keras.applications.ResNet50(
-        include_top=False,
-        weights=local_file(weights, s3),
-        input_shape=(image_size, image_size, 3),
-        pooling="avg",
-    )
-    model(np.zeros((1, image_size, image_size, 3), np.float32))  # Keras exports only a called model
-    return model
-
-
-def export_onnx(weights: str, image_size: int, target: str, samples: np.ndarray, s3: S3Settings) -> OnnxInfo:
-    """Export ResNet50 with ``weights`` at ``image_size`` to ``target``, verified on ``samples``.
+def export_onnx(
+    weights: str,
+    image_size: int,
+    target: str,
+    samples: np.ndarray,
+    s3: S3Settings,
+    *,
+    network: Backbone = RESNET50,
+    labels: Sequence[str] | None = None,
+) -> OnnxInfo:
+    """Export the backbone with ``weights`` at ``image_size`` to ``target``, verified on ``samples``.
 
     Args:
         weights: ``model.weights`` (``imagenet``, a local path or ``s3://``).
@@ -232,13 +246,15 @@ def export_onnx(weights: str, image_size: int, target: str, samples: np.ndarray,
         target: where the file goes, a local path or ``s3://`` URI.
         samples: uint8 RGB images ``(n, size, size, 3)``, decoded as the job decodes them.
         s3: boto3 settings for ``s3://`` weights and targets.
+        network: the backbone.
+        labels: the samples' Fruits 360 classes, for the ImageNet check (backbones with a head).
 
     Returns:
         What the written file records about itself.
 
     Raises:
-        ExportError: no samples, or a difference from Keras above :data:`TOLERANCE`; nothing
-            is written then.
+        ExportError: no samples, a difference from the source framework above :data:`TOLERANCE`,
+            or a failed ImageNet check; nothing is written then.
         OutputError: the target cannot be written.
     """
     if len(samples) == 0:
@@ -247,25 +263,26 @@ def export_onnx(weights: str, image_size: int, target: str, samples: np.ndarray,
     import onnxruntime as ort
 
     started = time.perf_counter()
-    model = _keras_model(weights, image_size, s3)
-    digest = weights_sha256(weights, s3)
+    digest = weights_sha256(weights, s3, network)
+    local = imagenet_path(network) if weights == IMAGENET else Path(local_file(weights, s3))
+    source = source_network(network, local, image_size)
     with tempfile.TemporaryDirectory(prefix="fruits-onnx-") as folder:
         path = Path(folder) / "model.onnx"
-        with warnings.catch_warnings():  # Keras' tf2onnx shim probes np.object, which numpy 2 warns about
-            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
-            model.export(str(path), format="onnx", verbose=False)
-        batch = preprocess(samples)
-        expected = np.asarray(model.predict(batch, batch_size=16, verbose=0))
+        source.export(path)
+        batch = network.preprocess(samples)
+        expected = source.features(batch)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         actual = session.run(None, {session.get_inputs()[0].name: batch})[0]
-        difference = compare_features(expected, actual)
+        difference = compare_features(expected, actual, network=network, source=source.framework)
         info = OnnxInfo(
             image_size=image_size,
             weights=weights,
             weights_sha256=digest,
             max_abs_difference=difference,
             verified_images=len(samples),
-            versions=_versions(),
+            versions=source.versions(),
+            backbone=network.name,
+            imagenet_top1=check_imagenet_top1(source, actual, labels),
         )
         proto = onnx.load(str(path))
         for key, value in info.to_metadata().items():
@@ -274,7 +291,8 @@ def export_onnx(weights: str, image_size: int, target: str, samples: np.ndarray,
         onnx.save(proto, str(path))
         _put(path, target, s3)
     log.info(
-        "exported ResNet50 (%dpx, %s) to %s in %.1fs",
+        "exported %s (%dpx, %s) to %s in %.1fs",
+        network.title,
         image_size,
         weights,
         target,
@@ -296,45 +314,3 @@ def _put(path: Path, target: str, s3: S3Settings) -> None:
             os.replace(partial, destination)  # readers never see half a file
     except (OSError, ClientError, BotoCoreError, Boto3Error) as exc:
         raise OutputError(f"cannot write the ONNX export to {target}: {describe_error(exc)}") from exc
-
-
-def load_samples(
-    source: str, count: int, image_size: int, s3: S3Settings, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
-) -> np.ndarray:
-    """Up to ``count`` images from a local folder or an ``s3://`` prefix, spread over its classes.
-
-    Decoded exactly as the job decodes them; files that cannot be read or decoded are passed over.
-
-    Raises:
-        InputError: the folder or prefix cannot be read or holds no images.
-    """
-    if is_s3(source):
-        uri = S3Uri.parse(source)
-        client = s3_client(s3)
-        paths = [ref.path for ref in list_images(client, uri, extensions).images]
-
-        def read(path: str) -> bytes:
-            return read_object(client, S3Uri.parse(path))
-    else:
-        folder = Path(source)
-        if not folder.is_dir():
-            raise InputError(f"sample images: {source} is not a folder")
-        paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in extensions)
-
-        def read(path: str) -> bytes:
-            return Path(path).read_bytes()
-
-    step = max(1, len(paths) // max(count, 1))
-    pixels: list[np.ndarray] = []
-    for path in paths[::step]:
-        if len(pixels) == count:
-            break
-        try:
-            pixels.append(decode_image(read(path), image_size, 50_000_000))
-        except ImageDecodeError as exc:
-            log.warning("sample %s passed over: %s", path, exc)
-        except (OSError, ClientError, BotoCoreError, Boto3Error) as exc:
-            log.warning("sample %s passed over: %s", path, describe_error(exc))
-    if not pixels:
-        raise InputError(f"sample images: no decodable images ({', '.join(extensions)}) under {source}")
-    return np.stack(pixels)

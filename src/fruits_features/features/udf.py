@@ -1,4 +1,4 @@
-"""ResNet50 features: the model loader, the pure featurizer, and the Spark pandas UDF around them.
+"""Backbone features: the model loader, the pure featurizer, and the Spark pandas UDF around them.
 
 Operating notes (what a user of this UDF must know, after Spark's own ``predict_batch_udf``):
 
@@ -33,14 +33,13 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
+from fruits_features.features.backbones import RESNET50, Backbone
 from fruits_features.features.decoding import ImageDecodeError, decode_image
 from fruits_features.features.engines import (
-    FEATURE_DIM,
     EmbedSpec,
     ModelFn,
     build_model_fn,
     machine_cpus,
-    preprocess,
     resolved_engine,
 )
 from fruits_features.progress import ProgressEndpoint, TaskProgress
@@ -49,20 +48,21 @@ if TYPE_CHECKING:
     from pyspark.accumulators import Accumulator
     from pyspark.sql import Column
 
-__all__ = ["FEATURE_DIM", "EmbedCounters", "EmbedSpec", "embed_column", "embed_series", "featurize"]
+__all__ = ["EmbedCounters", "EmbedSpec", "embed_column", "embed_series", "featurize"]
 
 
-def featurize(model_fn: ModelFn, pixels: np.ndarray) -> np.ndarray:
-    """ResNet50 features of a batch of RGB images.
+def featurize(model_fn: ModelFn, pixels: np.ndarray, network: Backbone = RESNET50) -> np.ndarray:
+    """The backbone's features of a batch of RGB images.
 
     Args:
-        model_fn: the (compiled) model call, float32 ``(n, s, s, 3)`` -> ``(n, 2048)``.
+        model_fn: the (compiled) model call, float32 ``(n, s, s, 3)`` -> ``(n, features)``.
         pixels: uint8 ``(n, s, s, 3)`` RGB arrays, as :func:`decode_image` returns them.
+        network: the backbone ``model_fn`` runs, for its preprocessing.
 
     Returns:
-        float32 ``(n, 2048)``.
+        float32 ``(n, network.feature_dim)``.
     """
-    return np.asarray(model_fn(preprocess(pixels)), dtype=np.float32)
+    return np.asarray(model_fn(network.preprocess(pixels)), dtype=np.float32)
 
 
 ModelLoader = Callable[[EmbedSpec], ModelFn]
@@ -171,7 +171,7 @@ def embed_series(
             every model batch, and once at the end for the rejected ones (progress reporting).
 
     Returns:
-        A frame with a row per image: ``features`` (2048 floats, or ``None``) and ``error``
+        A frame with a row per image: ``features`` (the backbone's floats, or ``None``) and ``error``
         (``None``, or why the image could not be featurized). A bad image never raises.
     """
     features: list[np.ndarray | None] = []
@@ -183,7 +183,7 @@ def embed_series(
     def run_model() -> None:
         nonlocal model_seconds
         started = time.perf_counter()
-        for index, vector in zip(rows, featurize(model_fn, np.stack(pixels)), strict=True):
+        for index, vector in zip(rows, featurize(model_fn, np.stack(pixels), spec.network), strict=True):
             features[index] = vector
         model_seconds += time.perf_counter() - started
         if counters is not None:
@@ -234,13 +234,13 @@ def embed_column(
     One Iterator pandas UDF reads the images from S3 (``fetch_threads`` at a time, one Arrow
     batch ahead), decodes them and runs the model: one Python worker per task holds the model,
     and the image bytes never cross into the JVM. The UDF is marked non-deterministic so that
-    Spark's optimizer never duplicates it into two projections: ResNet50 must run once per image.
+    Spark's optimizer never duplicates it into two projections: the model must run once per image.
 
     Args:
         paths: the ``s3://bucket/key`` column of the images.
         spec: the model settings.
         counters: accumulators the executors add their counts and timings to.
-        loader: builds the model on the executor (tests pass fakes; the job uses ResNet50).
+        loader: builds the model on the executor (tests pass fakes; the job uses the backbone's engine).
         fetch_threads: objects each task reads at once.
         progress: where to send each task's count of finished images (see
             :mod:`fruits_features.progress`); ``None`` sends nothing.

@@ -55,10 +55,8 @@ from fruits_features.io.outputs import (
 from fruits_features.io.s3 import S3Settings, describe_error, read_object
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.classify import with_predictions
+from fruits_features.stages.model_info import ModelInfo, ModelMismatchError, check_backbone, check_compatible
 from fruits_features.stages.model_store import (
-    ModelInfo,
-    ModelMismatchError,
-    check_compatible,
     load_model,
     read_model_info,
     save_run_model,
@@ -123,7 +121,7 @@ def read_previous_run(client: S3Client, settings: S3Settings, uri: S3Uri, config
 
     Raises:
         PreviousRunError: it cannot be read, did not finish, or holds no ``embeddings/``.
-        ModelMismatchError: other weights or another image size (exit 2).
+        ModelMismatchError: another backbone, other weights or another image size (exit 2).
     """
     try:
         manifest = json.loads(read_object(client, uri.join(MANIFEST_FILE)))
@@ -141,10 +139,11 @@ def read_previous_run(client: S3Client, settings: S3Settings, uri: S3Uri, config
             f"(its {MANIFEST_FILE} names no embeddings/)"
         )
     previous = PreviousRun(uri, manifest, read_model_info(client, uri.join(MODEL_DIR)))
+    check_backbone(previous.model, config.model, str(uri.join(MODEL_DIR)))  # before the weights are read
     check_compatible(
         previous.model,
-        config.model.weights,
-        weights_sha256(config.model.weights, settings),
+        config.model,
+        weights_sha256(config.model.weights, settings, config.model.network),
         str(uri.join(MODEL_DIR)),
     )
     if previous.model.image_size != config.model.image_size:

@@ -25,10 +25,8 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
@@ -38,13 +36,13 @@ from pyspark.ml import PipelineModel
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import ConfigError, InputError, PipelineError
-from fruits_features.features.engines import FEATURE_DIM
 from fruits_features.features.model_files import weights_sha256
 from fruits_features.io.folders import download_folder, upload_folder
 from fruits_features.io.outputs import MODEL_DIR, json_bytes
 from fruits_features.io.s3 import describe_error, read_object, write_object
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import utc_now
+from fruits_features.stages.model_info import ModelInfo, ModelUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,101 +53,12 @@ log = logging.getLogger(__name__)
 
 MODEL_INFO_FILE = "model.json"
 PIPELINE_DIR = "pipeline"
-FORMAT_VERSION = 1
 
 Transfer = Literal["boto3", "hadoop"]
 
 
-class ModelUnavailableError(InputError):
-    """The model folder cannot be read or is not a model this job wrote (exit code 3)."""
-
-
-class ModelMismatchError(ConfigError):
-    """The configuration would embed images differently from the images the model learnt (exit code 2)."""
-
-
 class ModelStagingError(PipelineError):
     """The driver and the executors did not share ``classifier.staging_dir`` (exit code 1)."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a saved pipeline expects of its input, stored beside it as ``model.json``.
-
-    Attributes:
-        image_size: images are resized to this square before ResNet50.
-        weights: ``model.weights`` at training time (where they were then; informational).
-        weights_sha256: the digest of the weights file: scoring with other weights is refused.
-        feature_dim: the length of the ResNet50 feature vector.
-        k: the PCA components the classifier reads.
-        variance_target: ``pca.k`` when it was a variance target, else ``None``.
-        labels: the classes, in the classifier's index order.
-        run_id: the training run.
-        trained_at: UTC time of training.
-        spark_version: the Spark that wrote the pipeline.
-        format_version: this layout's version.
-    """
-
-    image_size: int
-    weights: str
-    weights_sha256: str
-    feature_dim: int
-    k: int
-    variance_target: float | None
-    labels: tuple[str, ...]
-    run_id: str
-    trained_at: str
-    spark_version: str
-    format_version: int = FORMAT_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        data = asdict(self)
-        data["labels"] = list(self.labels)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> ModelInfo:
-        """Read ``model.json``'s content.
-
-        Raises:
-            ModelUnavailableError: for a missing field or another format version.
-        """
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ModelUnavailableError(
-                f"{source}: format_version {data.get('format_version')!r}, this job reads {FORMAT_VERSION}"
-            )
-        try:
-            return cls(
-                image_size=int(data["image_size"]),
-                weights=str(data["weights"]),
-                weights_sha256=str(data["weights_sha256"]),
-                feature_dim=int(data["feature_dim"]),
-                k=int(data["k"]),
-                variance_target=None if data["variance_target"] is None else float(data["variance_target"]),
-                labels=tuple(str(label) for label in data["labels"]),
-                run_id=str(data["run_id"]),
-                trained_at=str(data["trained_at"]),
-                spark_version=str(data["spark_version"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"{source}: not a model description this job wrote ({exc!r})"
-            ) from exc
-
-
-def check_compatible(info: ModelInfo, weights: str, digest: str, model_uri: str) -> None:
-    """Refuse to score with weights other than the model's.
-
-    Raises:
-        ModelMismatchError: naming both settings.
-    """
-    if digest != info.weights_sha256:
-        raise ModelMismatchError(
-            f"model.weights={weights} (sha256 {digest[:12]}...) differs from the weights the model at "
-            f"{model_uri} was trained with ({info.weights}, sha256 {info.weights_sha256[:12]}...): its "
-            "features would mean something else; set model.weights to the same file"
-        )
 
 
 def fetch_pipeline(client: S3Client, uri: S3Uri, folder: Path) -> int:
@@ -224,14 +133,15 @@ def save_run_model(
     info = ModelInfo(
         image_size=config.model.image_size,
         weights=config.model.weights,
-        weights_sha256=weights_sha256(config.model.weights, job.settings),
-        feature_dim=FEATURE_DIM,
+        weights_sha256=weights_sha256(config.model.weights, job.settings, config.model.network),
+        feature_dim=config.model.network.feature_dim,
         k=k,
         variance_target=variance_target,
         labels=labels,
         run_id=job.run_id,
         trained_at=utc_now(),
         spark_version=job.spark.version,
+        backbone=config.model.backbone,
     )
     save_model(
         model,

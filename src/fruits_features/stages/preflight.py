@@ -36,27 +36,34 @@ def check_model(config: JobConfig, settings: S3Settings) -> EngineSection:
 
     Raises:
         WeightsUnavailableError: ``model.weights`` (or the ONNX file) cannot be had.
-        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
+        OnnxMismatchError: the ONNX file was exported for another backbone or size, or from other weights.
     """
     model = config.model
-    check_weights(model.weights, settings)
+    network = model.network
+    check_weights(model.weights, settings, network)
     if model.engine == "tensorflow":
         if importlib.util.find_spec("tensorflow") is None:
             raise ConfigError(
                 "model.engine=tensorflow, but TensorFlow is not installed: install the 'tensorflow' "
                 "extra (pip install 'fruits-features[tensorflow]') or use model.engine=onnxruntime"
             )
-        return EngineSection(engine=model.engine)
+        return EngineSection(engine=model.engine, backbone=network.describe())
     if model.engine == "openvino" and importlib.util.find_spec("openvino") is None:
         raise ConfigError(
             "model.engine=openvino, but OpenVINO is not installed: install the 'openvino' extra "
             "(pip install 'fruits-features[openvino]') or use model.engine=auto or onnxruntime"
         )
     location = model.onnx_location()
-    info = check_onnx(location, model.weights, model.image_size, settings)
-    log.info("ONNX model %s: exported from %s, %dpx", location, info.weights, info.image_size)
+    info = check_onnx(location, model.weights, model.image_size, settings, network)
+    log.info(
+        "ONNX model %s: %s exported from %s, %dpx", location, network.title, info.weights, info.image_size
+    )
     return EngineSection(
-        engine=model.engine, precision=model.precision, onnx=location, onnx_export=asdict(info)
+        engine=model.engine,
+        backbone=network.describe(),
+        precision=model.precision,
+        onnx=location,
+        onnx_export=asdict(info),
     )
 
 
@@ -116,7 +123,7 @@ def preflight(job: JobRun, config: JobConfig, *, labelled_only: bool = True) -> 
         InventoryError: the inventory report or key list is malformed.
         OutputError: the output cannot be listed or the run's folder is not empty.
         WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
-        OnnxMismatchError: the ONNX file was exported from other weights or for another size.
+        OnnxMismatchError: the ONNX file was exported for another backbone or size, or from other weights.
     """
     input_uri = S3Uri.parse(config.input.uri)
     with job.timer.stage("list"):

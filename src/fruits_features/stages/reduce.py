@@ -143,7 +143,7 @@ def fit_reduction(
         featurized: rows whose ``features_col`` is non-null; persist it first, since fitting
             passes over it several times.
         k: an int, the number of components; or a float in (0, 1], the variance target.
-        features_col: the column holding the features (2048 for ResNet50).
+        features_col: the column holding the features (2048 for ResNet50, 1280 for EfficientNet-Lite2).
         rows: the number of rows, when the caller knows it (saves a count for a target).
         dimension: the features' length, when the caller knows it (saves a look at one row).
 

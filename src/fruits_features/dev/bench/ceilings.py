@@ -39,14 +39,15 @@ def ceilings(
 
 def measure_ceilings(args: argparse.Namespace) -> None:
     """The hidden subcommand: measure, print the figures as one JSON line."""
+    from fruits_features.features.backbones import RESNET50
     from fruits_features.features.decoding import decode_image
-    from fruits_features.features.engines import EmbedSpec, build_model_fn, preprocess
+    from fruits_features.features.engines import EmbedSpec, build_model_fn
 
     paths = (dev_images(Path(args.data)) * (1 + args.n // 1310))[: args.n]
     blobs = [p.read_bytes() for p in paths]
     started = time.perf_counter()
     pixels = [decode_image(b, args.image_size, 50_000_000) for b in blobs]
-    arrays = preprocess(np.stack(pixels))
+    arrays = RESNET50.preprocess(np.stack(pixels))
     decode_rate = len(blobs) / (time.perf_counter() - started)
 
     (label,) = args.engines
