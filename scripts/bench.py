@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fruits_features.dev.bench.ceilings import CEILINGS_COMMAND, measure_ceilings
-from fruits_features.dev.bench.harness import CORES, DEV_DATA, ENGINES
+from fruits_features.dev.bench.harness import BACKBONES, CORES, DEV_DATA, ENGINES
 from fruits_features.dev.bench.headline import cmd_run
 from fruits_features.dev.bench.image_size import cmd_image_size
 from fruits_features.dev.bench.knobs import cmd_knobs
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         p.set_defaults(handler=command)
         p.add_argument("--n", type=int, default=1000)
-        p.add_argument("--image-size", type=int, default=224)
+        p.add_argument(
+            "--image-size", type=int, default=0, help="0: the backbone's own (224 ResNet50, 260 Lite2)"
+        )
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--threads", type=int, default=CORES)
         p.add_argument("--master", default=f"local[{CORES}]")
@@ -59,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
             type=lambda s: [v for v in s.split(",") if v],
             default=list(ENGINES),
             help="comma-separated; knobs and image-size use the first",
+        )
+        p.add_argument(
+            "--backbones",
+            type=lambda s: [v for v in s.split(",") if v],
+            default=list(BACKBONES),
+            help="comma-separated model.backbone values; each runs on the engines it supports",
+        )
+        p.add_argument(
+            "--sizes",
+            type=lambda s: [int(v) for v in s.split(",") if v],
+            default=[],
+            help="image-size: the sizes compared (default: 224,100 for ResNet50, 260,224 for Lite2)",
         )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
         p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")

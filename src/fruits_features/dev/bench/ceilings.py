@@ -14,14 +14,28 @@ from typing import Any
 
 import numpy as np
 
-from fruits_features.dev.bench.harness import BENCH_SCRIPT, dev_images, engine_and_precision, onnx_file
+from fruits_features.dev.bench.harness import (
+    BENCH_SCRIPT,
+    backbone_weights,
+    dev_images,
+    engine_and_precision,
+    onnx_file,
+)
 
 # The hidden subcommand that measures in a process of its own.
 CEILINGS_COMMAND = "_ceilings"
 
 
 def ceilings(
-    *, engine: str, image_size: int, batch_size: int, threads: int, weights: str, data: Path, images: int
+    *,
+    engine: str,
+    image_size: int,
+    batch_size: int,
+    threads: int,
+    weights: str,
+    data: Path,
+    images: int,
+    backbone: str = "resnet50",
 ) -> dict[str, Any]:
     """Model and decode ceilings, measured in a child process so the engine's threads are fresh."""
     command = [
@@ -29,17 +43,18 @@ def ceilings(
         str(BENCH_SCRIPT),
         CEILINGS_COMMAND,
         *("--engines", engine, "--image-size", str(image_size), "--batch-size", str(batch_size)),
-        *("--threads", str(threads), "--weights", weights, "--data", str(data), "--n", str(images)),
+        *("--threads", str(threads), "--weights", backbone_weights(weights, backbone)),
+        *("--data", str(data), "--n", str(images), "--backbones", backbone),
     ]
     if engine_and_precision(engine)[0] != "tensorflow":
-        command += ["--onnx", onnx_file(weights, image_size)]
+        command += ["--onnx", onnx_file(weights, image_size, backbone)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
 def measure_ceilings(args: argparse.Namespace) -> None:
     """The hidden subcommand: measure, print the figures as one JSON line."""
-    from fruits_features.features.backbones import RESNET50
+    from fruits_features.features.backbones import backbone
     from fruits_features.features.decoding import decode_image
     from fruits_features.features.engines import EmbedSpec, build_model_fn
 
@@ -47,7 +62,8 @@ def measure_ceilings(args: argparse.Namespace) -> None:
     blobs = [p.read_bytes() for p in paths]
     started = time.perf_counter()
     pixels = [decode_image(b, args.image_size, 50_000_000) for b in blobs]
-    arrays = RESNET50.preprocess(np.stack(pixels))
+    (name,) = args.backbones
+    arrays = backbone(name).preprocess(np.stack(pixels))
     decode_rate = len(blobs) / (time.perf_counter() - started)
 
     (label,) = args.engines
@@ -61,6 +77,7 @@ def measure_ceilings(args: argparse.Namespace) -> None:
         engine=engine,  # type: ignore[arg-type]
         onnx=args.onnx,
         precision=precision,  # type: ignore[arg-type]
+        backbone=name,
     )
     started = time.perf_counter()
     model_fn = build_model_fn(spec)

@@ -29,6 +29,8 @@ RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "build" / "models"
 # What `--engines` names: an engine, or OpenVINO at one precision (openvino-fp32, openvino-bf16).
 ENGINES = ("onnxruntime", "tensorflow", "openvino-fp32", "openvino-bf16")
+# What `--backbones` names (model.backbone); each runs on the engines it supports.
+BACKBONES = ("resnet50", "efficientnet_lite2")
 BUCKET = "fruits-bench"
 CORES = os.cpu_count() or 1
 # The job's own classifier where a benchmark scores the features: per class 70% train, seed 42.
@@ -69,19 +71,49 @@ def staged_dev_set(data: Path) -> Iterator[int]:
         yield n
 
 
-def onnx_file(weights: str, image_size: int) -> str:
-    """The ONNX export of ``weights`` at ``image_size`` under build/models/, exported when missing.
+def backbone_weights(weights: str, backbone: str) -> str:
+    """The weights a backbone runs with: ``--weights`` for ResNet50; EfficientNet-Lite2's package file."""
+    return weights if backbone == "resnet50" else "imagenet"
 
-    An existing file is reused only if it passes the job's own check (same weights and size).
+
+def image_size_for(size: int, backbone: str) -> int:
+    """``--image-size``, or the backbone's own (224 ResNet50, 260 EfficientNet-Lite2) when it is 0."""
+    from fruits_features.features.backbones import backbone as network
+
+    return size or network(backbone).default_image_size
+
+
+def first_backbone(args: Any) -> tuple[int, str]:
+    """The image size and backbone of the benchmarks that measure one (knobs, progress, output
+    format): ``--backbones``' first, at ``--image-size`` or its own."""
+    backbone = args.backbones[0]
+    return image_size_for(args.image_size, backbone), backbone
+
+
+def runs_on(backbone: str, label: str) -> bool:
+    """Whether the engine ``label`` names runs ``backbone`` (TensorFlow runs ResNet50 only)."""
+    from fruits_features.features.backbones import backbone as network
+
+    return engine_and_precision(label)[0] in network(backbone).engines
+
+
+def onnx_file(weights: str, image_size: int, backbone: str = "resnet50") -> str:
+    """The ONNX export of the backbone at ``image_size`` under build/models/, exported when missing
+    (the file names `make run`, `make export-lite2` and the tests use).
+
+    An existing file is reused only if it passes the job's own check (same backbone, weights, size).
     """
     from fruits_features.errors import FruitsFeaturesError
+    from fruits_features.features.backbones import backbone as network
     from fruits_features.features.onnx_export import check_onnx
     from fruits_features.io.s3 import S3Settings
 
-    path = MODELS / f"resnet50-notop.{image_size}px.onnx"
+    weights = backbone_weights(weights, backbone)
+    stem = "resnet50-notop" if backbone == "resnet50" else "efficientnet-lite2"
+    path = MODELS / f"{stem}.{image_size}px.onnx"
     if path.exists():
         try:
-            check_onnx(str(path), weights, image_size, S3Settings())
+            check_onnx(str(path), weights, image_size, S3Settings(), network(backbone))
             return str(path)
         except FruitsFeaturesError as exc:
             print(f"re-exporting {path}: {exc}", flush=True)
@@ -91,7 +123,7 @@ def onnx_file(weights: str, image_size: int) -> str:
         *("--config", str(ROOT / "conf" / "local.yaml")),
         *("--samples", str(ROOT / "tests" / "data" / "fruits360-sample")),
         *("--set", f"model.weights={weights}", "--set", f"model.image_size={image_size}"),
-        *("--set", f"model.onnx={path}"),
+        *("--set", f"model.onnx={path}", "--set", f"model.backbone={backbone}"),
     ]
     subprocess.run(command, check=True, capture_output=True)
     return str(path)
@@ -103,12 +135,15 @@ def engine_and_precision(label: str) -> tuple[str, str]:
     return engine, precision or "fp32"
 
 
-def engine_overrides(label: str, weights: str, image_size: int) -> list[str]:
-    """The job's ``--set`` items for the engine ``label`` names, at ``image_size``."""
+def engine_overrides(label: str, weights: str, image_size: int, backbone: str = "resnet50") -> list[str]:
+    """The job's ``--set`` items for the engine ``label`` names and ``backbone``, at ``image_size``
+    (after ``model.weights={weights}``, so a backbone's own weights win)."""
     engine, precision = engine_and_precision(label)
-    overrides = [f"model.engine={engine}", f"model.image_size={image_size}"]
+    overrides = [f"model.engine={engine}", f"model.image_size={image_size}", f"model.backbone={backbone}"]
+    if backbone != "resnet50":
+        overrides.append(f"model.weights={backbone_weights(weights, backbone)}")
     if engine != "tensorflow":
-        overrides.append(f"model.onnx={onnx_file(weights, image_size)}")
+        overrides.append(f"model.onnx={onnx_file(weights, image_size, backbone)}")
     if engine == "openvino":
         overrides.append(f"model.precision={precision}")
     return overrides
@@ -240,5 +275,5 @@ def job_row(label: str, job: dict[str, Any], ceiling: float | None = None) -> tu
 
 JOB_HEADER = (
     "run", "N", "img/s", "ratio", "embed s", "pca s", "write s", "total s", "wall s",
-    "driver MiB jvm/py", "worker MiB", "resnet calls",
+    "driver MiB jvm/py", "worker MiB", "model calls",
 )  # fmt: skip

@@ -1,5 +1,8 @@
-"""`make bench`: each engine's job end to end against its own model ceiling at N images, and
-a scaling run over several N; bench/results/run.json and run.png."""
+"""`make bench`: each backbone and engine's job end to end against its own model ceiling at N
+images, and a scaling run over several N (the first backbone); bench/results/run.json and run.png.
+
+Results are keyed ``"<backbone> <engine>"`` (``resnet50 onnxruntime``, ``efficientnet_lite2
+openvino-bf16``): every backbone runs on the engines it supports, in one sitting."""
 
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from fruits_features.dev.bench.harness import (
     cpu_line,
     cpu_report,
     engine_overrides,
+    image_size_for,
     job_row,
     run_job,
+    runs_on,
     save,
     stage_images,
     table,
@@ -37,10 +42,14 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
 
     engines = result["engines"]
     colours = {
-        "onnxruntime": "#dd8452",
-        "tensorflow": "#4c72b0",
-        "openvino-fp32": "#55a868",
-        "openvino-bf16": "#8172b3",
+        f"{backbone} {engine}": colour
+        for backbone in ("resnet50", "efficientnet_lite2")
+        for engine, colour in {
+            "onnxruntime": "#dd8452",
+            "tensorflow": "#4c72b0",
+            "openvino-fp32": "#55a868",
+            "openvino-bf16": "#8172b3",
+        }.items()
     }
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
     n = result["settings"]["n"]
@@ -78,6 +87,8 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
     twin = right.twinx()
     for engine, measured in engines.items():
         scaling = measured["scaling"]
+        if len(scaling) < 2:  # measured at N only
+            continue
         ns = [job["n"] for job in scaling]
         colour = colours.get(engine, "#8c8c8c")
         right.plot(ns, [job["timings_seconds"]["total"] for job in scaling], "o-", color=colour, label=engine)
@@ -96,6 +107,14 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def speedup(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, float]:
+    """How many times the first measurement's images/s the second's is, job and model ceiling."""
+    return {
+        "job": fast["job"]["images_per_s"] / slow["job"]["images_per_s"],
+        "model_ceiling": fast["ceilings"]["model_images_per_s"] / slow["ceilings"]["model_images_per_s"],
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """`make bench`."""
     sizes = sorted({args.n, *args.scaling})
@@ -106,25 +125,34 @@ def cmd_run(args: argparse.Namespace) -> None:
         s3_client().create_bucket(Bucket=BUCKET)
         for n in sizes:
             stage_images(n, args.data, f"n{n}")
-        for engine in args.engines:
-            ceiling = ceilings(
-                engine=engine,
-                image_size=args.image_size,
-                batch_size=args.batch_size,
-                threads=CORES,
-                weights=args.weights,
-                data=args.data,
-                images=min(args.n, 512),
-            )
-            overrides = engine_overrides(engine, args.weights, args.image_size)
-            jobs = {n: run_job(f"n{n}", n, args.weights, overrides, args.master) for n in sizes}
-            engines[engine] = {
-                "ceilings": ceiling,
-                "job": jobs[args.n],
-                "ratio": jobs[args.n]["images_per_s"] / ceiling["model_images_per_s"],
-                "scaling": [jobs[n] for n in sizes],
-            }
-            print(f"{engine}: job / model ceiling = {engines[engine]['ratio']:.2f} at N={args.n}", flush=True)
+        for backbone in args.backbones:
+            size = image_size_for(args.image_size, backbone)
+            # The scaling run for the first backbone: time and memory against N do not depend on it.
+            measured_at = sizes if backbone == args.backbones[0] else [args.n]
+            for engine in (e for e in args.engines if runs_on(backbone, e)):
+                key = f"{backbone} {engine}"
+                ceiling = ceilings(
+                    engine=engine,
+                    image_size=size,
+                    batch_size=args.batch_size,
+                    threads=CORES,
+                    weights=args.weights,
+                    data=args.data,
+                    images=min(args.n, 512),
+                    backbone=backbone,
+                )
+                overrides = engine_overrides(engine, args.weights, size, backbone)
+                jobs = {n: run_job(f"n{n}", n, args.weights, overrides, args.master) for n in measured_at}
+                engines[key] = {
+                    "backbone": backbone,
+                    "engine": engine,
+                    "image_size": size,
+                    "ceilings": ceiling,
+                    "job": jobs[args.n],
+                    "ratio": jobs[args.n]["images_per_s"] / ceiling["model_images_per_s"],
+                    "scaling": [jobs[n] for n in measured_at],
+                }
+                print(f"{key}: job / model ceiling = {engines[key]['ratio']:.2f} at N={args.n}", flush=True)
     result: dict[str, Any] = {
         "machine": {
             "cores": CORES,
@@ -133,18 +161,21 @@ def cmd_run(args: argparse.Namespace) -> None:
         },
         "settings": {
             "n": args.n,
-            "image_size": args.image_size,
+            "image_sizes": {b: image_size_for(args.image_size, b) for b in args.backbones},
             "batch_size": args.batch_size,
             "master": args.master,
         },
         "engines": engines,
     }
-    if {"onnxruntime", "tensorflow"} <= engines.keys():
-        onnx, tf = engines["onnxruntime"], engines["tensorflow"]
-        result["onnxruntime_over_tensorflow"] = {
-            "job": onnx["job"]["images_per_s"] / tf["job"]["images_per_s"],
-            "model_ceiling": onnx["ceilings"]["model_images_per_s"] / tf["ceilings"]["model_images_per_s"],
-        }
+    if {"resnet50 onnxruntime", "resnet50 tensorflow"} <= engines.keys():
+        result["onnxruntime_over_tensorflow"] = speedup(
+            engines["resnet50 onnxruntime"], engines["resnet50 tensorflow"]
+        )
+    result["lite2_over_resnet50"] = {
+        engine: speedup(engines[f"efficientnet_lite2 {engine}"], engines[f"resnet50 {engine}"])
+        for engine in args.engines
+        if {f"efficientnet_lite2 {engine}", f"resnet50 {engine}"} <= engines.keys()
+    }
     path = save("run", result)
     plot_run(result, RESULTS / "run.png")
     for engine, measured in engines.items():
@@ -164,4 +195,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     if "onnxruntime_over_tensorflow" in result:
         both = result["onnxruntime_over_tensorflow"]
         print(f"onnxruntime / tensorflow: job {both['job']:.2f}x, model ceiling {both['model_ceiling']:.2f}x")
+    for engine, both in result["lite2_over_resnet50"].items():
+        print(
+            f"efficientnet_lite2 / resnet50 with {engine}: job {both['job']:.2f}x, "
+            f"model ceiling {both['model_ceiling']:.2f}x"
+        )
     print(f"wrote {path} and {RESULTS / 'run.png'}")

@@ -1,5 +1,6 @@
-"""`make bench-image-size`: 224 px against Fruits 360's native 100 px, throughput and the job's
-own classifier on the components (fixed split)."""
+"""`make bench-image-size`: image sizes compared for one backbone, throughput and the job's own
+classifier on the components (fixed split): ResNet50 at 224 px against Fruits 360's native 100
+px; EfficientNet-Lite2 at its own 260 px against 224 (``--backbones efficientnet_lite2``)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from fruits_features.dev.bench.harness import (
     table,
 )
 
+# The sizes compared unless --sizes says: the backbone's own first.
+DEFAULT_SIZES = {"resnet50": [224, 100], "efficientnet_lite2": [260, 224]}
+
 
 def cmd_image_size(args: argparse.Namespace) -> None:
     """`make bench-image-size`."""
     engine = args.engines[0]
+    backbone = args.backbones[0]
     rows: list[dict[str, Any]] = []
     with staged_dev_set(args.data) as n:
-        for size in (224, 100):
-            overrides = [*engine_overrides(engine, args.weights, size), *CLASSIFY]
+        for size in args.sizes or DEFAULT_SIZES[backbone]:
+            overrides = [*engine_overrides(engine, args.weights, size, backbone), *CLASSIFY]
             job = run_job("dev", n, args.weights, overrides, args.master)
             ceiling = ceilings(
                 engine=engine,
@@ -34,6 +39,7 @@ def cmd_image_size(args: argparse.Namespace) -> None:
                 weights=args.weights,
                 data=args.data,
                 images=320,
+                backbone=backbone,
             )
             scores = job["classifier"]
             rows.append(
@@ -50,7 +56,8 @@ def cmd_image_size(args: argparse.Namespace) -> None:
                 f"{size}px: {job['images_per_s']:.2f} images/s, accuracy {scores['accuracy']:.3f}", flush=True
             )
     split = "classifier.train_fraction 0.7, seed 42 (7 train, 3 test images per class)"
-    path = save("image-size", {"engine": engine, "split": split, "rows": rows})
+    name = "image-size" if backbone == "resnet50" else f"image-size-{backbone}"
+    path = save(name, {"backbone": backbone, "engine": engine, "split": split, "rows": rows})
     header = (
         "image size",
         "job img/s",

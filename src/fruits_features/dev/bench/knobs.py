@@ -8,6 +8,7 @@ from typing import Any
 from fruits_features.dev.bench.harness import (
     JOB_HEADER,
     engine_overrides,
+    first_backbone,
     job_row,
     run_job,
     save,
@@ -41,7 +42,7 @@ def cmd_knobs(args: argparse.Namespace) -> None:
                     "knobs",
                     args.n,
                     args.weights,
-                    [*engine_overrides(engine, args.weights, args.image_size), *overrides],
+                    [*engine_overrides(engine, args.weights, *first_backbone(args)), *overrides],
                     args.master,
                 )
                 job["setting"] = " ".join(overrides)
@@ -52,7 +53,7 @@ def cmd_knobs(args: argparse.Namespace) -> None:
         {
             "engine": engine,
             "n": args.n,
-            "image_size": args.image_size,
+            "image_size": first_backbone(args)[0],
             "master": args.master,
             "knobs": results,
         },

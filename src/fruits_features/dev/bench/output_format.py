@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fruits_features.dev.bench.harness import engine_overrides, run_job, save, staged_dev_set, table
+from fruits_features.dev.bench.harness import (
+    engine_overrides,
+    first_backbone,
+    run_job,
+    save,
+    staged_dev_set,
+    table,
+)
 
 
 def cmd_output_format(args: argparse.Namespace) -> None:
@@ -14,7 +21,10 @@ def cmd_output_format(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     with staged_dev_set(args.data) as n:
         for fmt in ("csv", "parquet"):
-            overrides = [*engine_overrides(engine, args.weights, args.image_size), f"output.format={fmt}"]
+            overrides = [
+                *engine_overrides(engine, args.weights, *first_backbone(args)),
+                f"output.format={fmt}",
+            ]
             job = run_job("dev", n, args.weights, overrides, args.master)
             rows.append({"format": fmt, "job": job})
             print(f"{fmt}: {job['features_bytes']} bytes", flush=True)

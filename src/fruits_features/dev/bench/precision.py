@@ -1,5 +1,5 @@
-"""`make bench-precision`: what bf16 costs downstream, the job's classifier on the dev set per
-engine and precision, with the same split."""
+"""`make bench-precision`: what bf16 and the backbone change downstream, the job's classifier on
+the dev set per backbone, engine and precision, with the same split."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from fruits_features.dev.bench.harness import (
     cpu_line,
     cpu_report,
     engine_overrides,
+    image_size_for,
     run_job,
+    runs_on,
     save,
     staged_dev_set,
     table,
@@ -19,28 +21,42 @@ from fruits_features.dev.bench.harness import (
 
 
 def cmd_precision(args: argparse.Namespace) -> None:
-    """What bf16 costs downstream: the job's own classifier on the dev set, per engine and precision,
-    with the same split (per class 70% train, seed 42)."""
+    """What bf16 and the backbone cost downstream: the job's own classifier on the dev set, per
+    backbone, engine and precision, with the same split (per class 70% train, seed 42)."""
     cpu = cpu_report()
     labels = [label for label in args.engines if label != "tensorflow"]
     rows: list[dict[str, Any]] = []
     with staged_dev_set(args.data) as n:
-        for label in labels:
-            job = run_job(
-                "dev", n, args.weights, [*engine_overrides(label, args.weights, 224), *CLASSIFY], args.master
-            )
-            scores = job["classifier"]
-            rows.append(
-                {"engine": label, "job": job, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
-            )
-            print(
-                f"{label}: accuracy {scores['accuracy']:.4f}, {job['images_per_s']:.2f} images/s", flush=True
-            )
+        for backbone in args.backbones:
+            size = image_size_for(args.image_size, backbone)
+            for label in (e for e in labels if runs_on(backbone, e)):
+                overrides = [*engine_overrides(label, args.weights, size, backbone), *CLASSIFY]
+                job = run_job("dev", n, args.weights, overrides, args.master)
+                scores = job["classifier"]
+                rows.append(
+                    {
+                        "backbone": backbone,
+                        "image_size": size,
+                        "engine": label,
+                        "job": job,
+                        "accuracy": scores["accuracy"],
+                        "macro_f1": scores["macro_f1"],
+                    }
+                )
+                print(
+                    f"{backbone} {size}px {label}: accuracy {scores['accuracy']:.4f}, "
+                    f"{job['images_per_s']:.2f} images/s",
+                    flush=True,
+                )
     path = save("precision", {"cpu": cpu, "n": n, "split": "train_fraction 0.7, seed 42", "rows": rows})
-    lines: list[tuple[str, ...]] = [("engine", "img/s", "accuracy", "macro F1", "test images")]
+    lines: list[tuple[str, ...]] = [
+        ("backbone", "px", "engine", "img/s", "accuracy", "macro F1", "test images")
+    ]
     for r in rows:
         lines.append(
             (
+                r["backbone"],
+                str(r["image_size"]),
                 r["engine"],
                 f"{r['job']['images_per_s']:.2f}",
                 f"{r['accuracy']:.4f}",

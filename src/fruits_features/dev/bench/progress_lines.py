@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from fruits_features.dev.bench.harness import engine_overrides, run_job, save, staged_images, table
+from fruits_features.dev.bench.harness import (
+    engine_overrides,
+    first_backbone,
+    run_job,
+    save,
+    staged_images,
+    table,
+)
 
 
 def cmd_progress(args: argparse.Namespace) -> None:
@@ -18,7 +25,7 @@ def cmd_progress(args: argparse.Namespace) -> None:
     with staged_images(args.n, args.data, "progress"):
         for pair in range(args.pairs):
             for name, setting in settings.items():
-                overrides = [*engine_overrides(engine, args.weights, args.image_size), setting]
+                overrides = [*engine_overrides(engine, args.weights, *first_backbone(args)), setting]
                 job = run_job("progress", args.n, args.weights, overrides, args.master)
                 runs[name].append(job)
                 print(f"pair {pair + 1} {name}: {job['images_per_s']:.2f} images/s", flush=True)
