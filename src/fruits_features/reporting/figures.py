@@ -38,7 +38,9 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
-def variance_figure(spectrum: Sequence[float], k: int, target: float | None) -> Figure:
+def variance_figure(
+    spectrum: Sequence[float], k: int, target: float | None, backbone: str = "ResNet50"
+) -> Figure:
     """Bars: each component's share of the variance; line: the cumulative share; k marked."""
     shown = min(len(spectrum), max(k + max(5, k // 4), 10))
     values = np.asarray(spectrum[:shown], dtype=float) * 100
@@ -77,7 +79,7 @@ def variance_figure(spectrum: Sequence[float], k: int, target: float | None) -> 
         )
     handles = bars.get_legend_handles_labels()[0] + line.get_legend_handles_labels()[0]
     bars.legend(handles, ["per component (kept)", "cumulative"], loc="lower right", fontsize=9)
-    bars.set_title("Explained variance of the standardized ResNet50 features")
+    bars.set_title(f"Explained variance of the standardized {backbone} features")
     return figure
 
 
@@ -229,7 +231,10 @@ def draw(inputs: ReportInputs, folder: Path) -> dict[str, Path]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     pca = inputs.manifest["pca"]
-    pictures = {VARIANCE_PNG: variance_figure(inputs.spectrum, int(pca["k"]), pca.get("variance_target"))}
+    variance = variance_figure(
+        inputs.spectrum, int(pca["k"]), pca.get("variance_target"), inputs.backbone_title
+    )
+    pictures = {VARIANCE_PNG: variance}
     if inputs.scatter is not None and len(inputs.scatter):
         pictures[SCATTER_PNG] = scatter_figure(inputs.scatter)
     if inputs.metrics is not None:

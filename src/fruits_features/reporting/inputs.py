@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fruits_features.features.backbones import BACKBONES, RESNET50
 from fruits_features.stages.metrics import Confusion, Metrics
 
 if TYPE_CHECKING:
@@ -57,3 +58,10 @@ class ReportInputs:
     scatter: pd.DataFrame | None = None
     metrics: Metrics | None = None
     examples: Sequence[ConfusedExample] = ()
+
+    @property
+    def backbone_title(self) -> str:
+        """The backbone that embedded the images, as the report names it (the manifest's
+        ``model.backbone``; ResNet50 for a manifest without one)."""
+        name = self.manifest.get("model", {}).get("backbone", {}).get("name", RESNET50.name)
+        return BACKBONES[name].title if name in BACKBONES else str(name)

@@ -90,7 +90,7 @@ def _header_html(m: Mapping[str, Any], cards: Sequence[str]) -> str:
     )
 
 
-def _variance_html(pca: Mapping[str, Any], pictures: Mapping[str, Path]) -> str:
+def _variance_html(pca: Mapping[str, Any], pictures: Mapping[str, Path], backbone: str) -> str:
     kept = _kept(pca)
     target = pca.get("variance_target")
     if target is not None:
@@ -100,7 +100,8 @@ def _variance_html(pca: Mapping[str, Any], pictures: Mapping[str, Path]) -> str:
     return "\n".join(
         [
             "<h2>Explained variance</h2>",
-            f"<p>{_e(how)} keep {_percent(kept)} of the variance of the standardized ResNet50 features.</p>",
+            f"<p>{_e(how)} keep {_percent(kept)} of the variance of the standardized {_e(backbone)} "
+            "features.</p>",
             _figure_html(
                 VARIANCE_PNG,
                 pictures,
@@ -165,7 +166,7 @@ def render_html(inputs: ReportInputs, pictures: Mapping[str, Path]) -> str:
         _header_html(m, cards),
         "<h2>Counts</h2>",
         _table(["", "count"], [(name.replace("_", " "), n) for name, n in counts.items()], [False, True]),
-        _variance_html(pca, pictures),
+        _variance_html(pca, pictures, inputs.backbone_title),
         "<h2>The first two components</h2>",
         scatter or '<p class="muted">No sample to show.</p>',
         _classifier_html(inputs, m.get("classifier") or {}, pictures),
