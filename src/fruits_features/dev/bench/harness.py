@@ -109,8 +109,7 @@ def onnx_file(weights: str, image_size: int, backbone: str = "resnet50") -> str:
     from fruits_features.io.s3 import S3Settings
 
     weights = backbone_weights(weights, backbone)
-    stem = "resnet50-notop" if backbone == "resnet50" else "efficientnet-lite2"
-    path = MODELS / f"{stem}.{image_size}px.onnx"
+    path = MODELS / f"{network(backbone).export_stem}.{image_size}px.onnx"
     if path.exists():
         try:
             check_onnx(str(path), weights, image_size, S3Settings(), network(backbone))
