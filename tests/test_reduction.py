@@ -7,6 +7,7 @@ import pytest
 
 from fruits_features.config_files import apply_overrides, build_config
 from fruits_features.errors import ConfigError
+from fruits_features.stages.pca_fit import Moments, block_moments, standardized_pca
 from fruits_features.stages.reduce import (
     component_signs,
     components_for_variance,
@@ -180,3 +181,74 @@ def test_a_k_that_is_neither_is_refused_naming_both_readings(raw: str, message: 
         build_config(apply_overrides(MINIMAL, [f"pca.k={raw}"]))
     assert message in str(caught.value)
     assert "variance target" in str(caught.value)
+
+
+def skewed_features(rows: int, dimension: int, seed: int) -> np.ndarray:
+    """Non-negative, skewed, differently scaled columns (as pooled ReLU features are), one constant."""
+    rng = np.random.default_rng(seed)
+    mixed = rng.gamma(0.5, 1.0, size=(rows, 8)) @ rng.uniform(0.0, 1.0, size=(8, dimension))
+    values = mixed + rng.gamma(0.3, 1.0, size=(rows, dimension))
+    values *= rng.uniform(0.1, 5.0, size=dimension)
+    values[:, 3] = 2.5  # Spark scales a constant column to 0
+    return np.asarray(values, dtype=np.float32)
+
+
+@pytest.mark.parametrize("k", [6, 0.9])
+def test_the_fit_equals_spark_mls_own_fit_within_1e_6(spark, k: float) -> None:
+    """The blockwise fit against Pipeline([StandardScaler, PCA]).fit on the same rows, split over
+    three partitions: the same mean and deviation, spectrum and components after the sign convention."""
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.feature import PCA, StandardScaler, VectorSlicer
+    from pyspark.ml.functions import array_to_vector
+
+    from fruits_features.stages.reduce import COMPONENTS_COL, VECTOR_COL, sign_stage
+
+    values = skewed_features(rows=120, dimension=40, seed=5)
+    rows = [(f"s3://b/i/K/{i}.jpg", [float(v) for v in row]) for i, row in enumerate(values)]
+    frame = spark.createDataFrame(rows, "path string, features array<float>").repartition(3).cache()
+    ours = fit_reduction(frame, k)
+
+    vectors = frame.select(array_to_vector("features").alias(VECTOR_COL))
+    full = k if isinstance(k, int) else 40
+    scaler = StandardScaler(inputCol=VECTOR_COL, outputCol="_s", withMean=True, withStd=True)
+    theirs_scaler, theirs_pca = (
+        Pipeline(stages=[scaler, PCA(k=full, inputCol="_s", outputCol="_p")]).fit(vectors).stages
+    )
+    stages = [theirs_scaler, theirs_pca, sign_stage(theirs_pca, "_signed")]
+    stages.append(VectorSlicer(inputCol="_signed", outputCol=COMPONENTS_COL, indices=list(range(ours.k))))
+    theirs = PipelineModel(stages=stages)
+
+    our_scaler = ours.model.stages[0]
+    np.testing.assert_allclose(our_scaler.mean.toArray(), theirs_scaler.mean.toArray(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(our_scaler.std.toArray(), theirs_scaler.std.toArray(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.spectrum, theirs_pca.explainedVariance.toArray(), rtol=0, atol=1e-9)
+    if not isinstance(k, int):
+        assert ours.k == 1 + int(np.searchsorted(np.cumsum(theirs_pca.explainedVariance.toArray()), k - 1e-9))
+
+    def components(model) -> np.ndarray:
+        projected = model.transform(vectors).select(COMPONENTS_COL).toPandas()[COMPONENTS_COL]
+        return np.stack(projected.map(lambda v: v.toArray()).to_numpy())
+
+    ours_out, theirs_out = components(ours.model), components(theirs)
+    assert ours_out.shape == (120, ours.k)
+    np.testing.assert_allclose(ours_out, theirs_out, rtol=0, atol=1e-6)
+
+
+def test_moments_of_blocks_add_up_to_the_moments_of_all_rows() -> None:
+    values = skewed_features(rows=30, dimension=7, seed=2).astype(np.float64)
+    whole = block_moments(values)
+    parts = block_moments(values[:11]) + block_moments(values[11:])
+    assert parts.rows == whole.rows == 30
+    np.testing.assert_allclose(parts.sums, values.sum(axis=0))
+    np.testing.assert_allclose(parts.gram, values.T @ values)
+    np.testing.assert_allclose(parts.gram, whole.gram)
+    again = Moments.from_bytes(*parts.to_bytes())
+    np.testing.assert_array_equal(again.gram, parts.gram)
+
+
+def test_a_fit_needs_two_rows_and_a_k_within_the_features() -> None:
+    one_row = block_moments(np.ones((1, 4)))
+    with pytest.raises(ValueError, match="at least two rows"):
+        standardized_pca(one_row, 2)
+    with pytest.raises(ValueError, match=r"within 1\.\.4"):
+        standardized_pca(block_moments(skewed_features(5, 4, seed=1)), 5)

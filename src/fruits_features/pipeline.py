@@ -158,8 +158,7 @@ def reduce_and_write(
             "only %d images for %d components: the trailing ones carry no information", rows, config.pca.k
         )
     with job.timer.stage("reduce"):
-        dimension = config.model.network.feature_dim
-        reduction = fit_reduction(featurized, config.pca.k, rows=rows, dimension=dimension)
+        reduction = fit_reduction(featurized, config.pca.k)
     log.info(
         "fitted StandardScaler + PCA(k=%d%s): %.1f%% of the variance kept",
         reduction.k,

@@ -1,18 +1,22 @@
 """Standardisation and PCA: a Spark ML pipeline fitted on the featurized rows.
 
-``pca.k`` is either a number of components or a variance target. For a target, PCA is fitted
-once with every component the data can have (Spark computes the whole covariance SVD whatever k
-is), the smallest k reaching the target is chosen from the explained variances, and a
-``VectorSlicer`` keeps only those k: the transform, the CSV and a saved model all carry k
-columns, with no second fit.
+The fit is one pass of blockwise moments (:mod:`fruits_features.stages.pca_fit`) built into Spark
+ML's own ``StandardScalerModel`` and ``PCAModel``: the same pipeline model as
+``Pipeline([StandardScaler, PCA]).fit`` gives, saved and reloaded the same way, in a fraction of
+its time.
 
-A principal component is defined up to its sign, and the sign the SVD returns is not stable: Spark
-adds the covariance's partial sums in the order the tasks finish, so two fits on the same rows
-differ in their last bits, and LAPACK is free to return any component negated. A sign convention
-fixes it after the fit (scikit-learn's ``svd_flip``): each component is negated where needed so
-that its largest-magnitude loading is positive. The signs are an ``ElementwiseProduct`` stage of
-the fitted pipeline itself, right after the PCA, so a saved model, the scoring job and an
-incremental ``apply`` project exactly as the fit did.
+``pca.k`` is either a number of components or a variance target. For a target, the decomposition
+keeps every component the data can have (min(rows, features)), the smallest k reaching the target
+is chosen from the explained variances, and a ``VectorSlicer`` keeps only those k: the transform,
+the CSV and a saved model all carry k columns, with no second fit.
+
+A principal component is defined up to its sign, and the sign an eigensolver returns is not
+stable: LAPACK is free to return any component negated, and partial sums added in another order
+(another partitioning) differ in their last bits. A sign convention fixes it after the fit
+(scikit-learn's ``svd_flip``): each component is negated where needed so that its
+largest-magnitude loading is positive. The signs are an ``ElementwiseProduct`` stage of the fitted
+pipeline itself, right after the PCA, so a saved model, the scoring job and an incremental
+``apply`` project exactly as the fit did.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, ElementwiseProduct, PCAModel, StandardScaler, VectorSlicer
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import ElementwiseProduct, PCAModel, VectorSlicer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.linalg import DenseVector
 from pyspark.sql import DataFrame
 from pyspark.sql.functions import col
+
+from fruits_features.stages.pca_fit import built_models, fit_moments, standardized_pca
 
 VECTOR_COL = "_vector"  # the pipeline's input: array_to_vector(features)
 COMPONENTS_COL = "_components"  # its output: the k kept components, a vector
@@ -133,48 +139,34 @@ def fit_reduction(
     featurized: DataFrame,
     k: int | float,
     features_col: str = "features",
-    *,
-    rows: int | None = None,
-    dimension: int | None = None,
 ) -> Reduction:
     """Fit ``StandardScaler(withMean, withStd)`` then PCA on an ``array<float>`` column.
 
     Args:
-        featurized: rows whose ``features_col`` is non-null; persist it first, since fitting
-            passes over it several times.
+        featurized: rows whose ``features_col`` is non-null; persist it first (the fit passes over
+            it once, and the caller projects it after).
         k: an int, the number of components; or a float in (0, 1], the variance target.
         features_col: the column holding the features (2048 for ResNet50, 1280 for EfficientNet-Lite2).
-        rows: the number of rows, when the caller knows it (saves a count for a target).
-        dimension: the features' length, when the caller knows it (saves a look at one row).
 
     Returns:
         The fitted :class:`Reduction`, with k components kept.
 
     Raises:
-        ValueError: for a variance target with no rows to fit.
+        ValueError: for fewer than two rows, or k beyond the features' length.
     """
-    vectors = featurized.select(array_to_vector(col(features_col)).alias(VECTOR_COL))
-    scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=_SCALED_COL, withMean=True, withStd=True)
+    moments = fit_moments(featurized, features_col)
     if isinstance(k, int):
-        scaler_model, pca_model = (
-            Pipeline(stages=[scaler, PCA(k=k, inputCol=_SCALED_COL, outputCol=_PCA_COL)]).fit(vectors).stages
+        scaler_model, pca_model = built_models(
+            standardized_pca(moments, k), VECTOR_COL, _SCALED_COL, _PCA_COL
         )
-        signs = sign_stage(pca_model, COMPONENTS_COL)  # type: ignore[arg-type]
+        signs = sign_stage(pca_model, COMPONENTS_COL)
         return Reduction(model=PipelineModel(stages=[scaler_model, pca_model, signs]), k=k)
 
-    if rows is None:
-        rows = featurized.count()
-    if dimension is None:
-        first = featurized.select(features_col).first()
-        dimension = len(first[0]) if first is not None else 0
-    if rows == 0 or dimension == 0:
-        raise ValueError("cannot fit PCA for a variance target on no rows")
     # n rows span at most n dimensions: components beyond min(n, d) explain nothing.
-    full = min(rows, dimension)
-    fitted = Pipeline(stages=[scaler, PCA(k=full, inputCol=_SCALED_COL, outputCol=_PCA_COL)]).fit(vectors)
-    scaler_model, pca_model = fitted.stages
-    signs = sign_stage(pca_model, _ALL_COMPONENTS_COL)  # type: ignore[arg-type]
-    explained = [float(v) for v in pca_model.explainedVariance.toArray()]  # type: ignore[attr-defined]
+    full = min(moments.rows, moments.sums.size)
+    scaler_model, pca_model = built_models(standardized_pca(moments, full), VECTOR_COL, _SCALED_COL, _PCA_COL)
+    signs = sign_stage(pca_model, _ALL_COMPONENTS_COL)
+    explained = [float(v) for v in pca_model.explainedVariance.toArray()]
     chosen = components_for_variance(explained, k)
     slicer = VectorSlicer(inputCol=_ALL_COMPONENTS_COL, outputCol=COMPONENTS_COL, indices=list(range(chosen)))
     return Reduction(
