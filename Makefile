@@ -108,14 +108,16 @@ test-unit: $(STAMP) $(IAM_SIMULATE) ## Run the unit tier only: no JVM, no S3 ser
 # Benchmark sizes: N images for the headline, SCALING for the scaling run.
 N ?= 1000
 SCALING ?= 250,4000
+# make bench: the latency each object GET from the local S3 server waits (ms, LOW-HIGH; 0: none).
+S3_LATENCY ?= 20-50
 # The engine bench-knobs and bench-image-size measure (make bench measures both).
 ENGINE ?= onnxruntime
 # The backbone bench-image-size measures (make bench and bench-precision measure both).
 BACKBONE ?= resnet50
 
 .PHONY: bench
-bench: system-run $(STAMP) $(LITE2_STAMP) ## Benchmark every backbone, engine and precision: ceilings, the job end to end, scaling; prints the CPU; results in bench/results/ (N=1000)
-	$(PY) scripts/bench.py run --n $(N) --scaling "$(SCALING)"
+bench: system-run $(STAMP) $(LITE2_STAMP) ## Benchmark every backbone, engine and precision: ceilings, the job end to end and where its time goes, scaling; prints the CPU; results in bench/results/ (N=1000)
+	$(PY) scripts/bench.py run --n $(N) --scaling "$(SCALING)" --s3-latency $(S3_LATENCY)
 
 .PHONY: bench-knobs
 bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images

@@ -39,6 +39,12 @@ def sizes(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def latency_bounds(text: str) -> tuple[float, float]:
+    """``20-50`` -> (20.0, 50.0); ``0`` -> (0.0, 0.0)."""
+    low, _, high = text.partition("-")
+    return float(low), float(high or low)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The subcommands and their options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=lambda s: [int(v) for v in s.split(",") if v],
             default=[],
             help="image-size: the sizes compared (default: 224,100 for ResNet50, 260,224 for Lite2)",
+        )
+        p.add_argument(
+            "--s3-latency",
+            type=latency_bounds,
+            default=(20.0, 50.0),
+            help="run: each object GET from the local S3 server waits LOW-HIGH ms, as S3's do (0: none)",
         )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
         p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import fields
@@ -113,6 +114,34 @@ def test_the_model_starts_on_the_first_batch_before_the_rest_has_arrived() -> No
 
     assert started_after == [3, 6, 7]  # batch size 3: each batch as soon as its images are in
     assert len(out) == len(JPEGS)
+
+
+def test_the_next_batch_is_decoded_while_the_model_runs_the_one_before() -> None:
+    """The model's first call (batch of 3) waits until the first image of the next batch has
+    been taken from the stream: only a decoder running beside the model gets there."""
+    next_batch_pulled = threading.Event()
+
+    def stream() -> Iterator[bytes]:
+        for index, path in enumerate(JPEGS[:6]):
+            if index == SPEC.batch_size:
+                next_batch_pulled.set()
+            yield path.read_bytes()
+
+    overlapped: list[bool] = []
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        if not overlapped:
+            overlapped.append(next_batch_pulled.wait(timeout=30))
+        return BatchRecorder()(batch)
+
+    seconds: dict[str, float] = {}
+    out = embed_series(stream(), SPEC, model, seconds=seconds)
+
+    assert overlapped == [True]
+    assert out["features"].notna().all()
+    assert set(seconds) == {"decode", "prepare_wait", "model"}
+    assert seconds["model"] > 0
+    assert seconds["decode"] > 0
 
 
 class Counter:

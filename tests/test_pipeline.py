@@ -181,7 +181,17 @@ def test_manifest_records_config_variance_timings_and_versions(run: dict[str, An
     assert variance == sorted(variance, reverse=True)
     assert cumulative[-1] == pytest.approx(sum(variance))
     assert 0.5 < cumulative[-1] <= 1.0
-    assert set(manifest["timings_seconds"]) >= {"list", "load_and_embed", "reduce", "write", "total"}
+    timings = manifest["timings_seconds"]
+    assert set(timings) >= {"list", "load_and_embed", "reduce", "write", "total"}
+    # The tasks' phases, summed: every task spent time in its UDF, reading and running the model.
+    phases = {
+        f"executor_{phase}"
+        for phase in ("udf", "model_load", "read", "read_wait", "decode", "prepare_wait", "model")
+    }
+    assert set(timings) >= phases
+    assert min(timings["executor_udf"], timings["executor_read"], timings["executor_model"]) > 0
+    assert timings["executor_udf"] >= timings["executor_model"] + timings["executor_prepare_wait"]
+    assert "spark_start" not in timings  # an in-process session: only spark-submit's start is known
     assert manifest["versions"]["tensorflow"]
     assert manifest["versions"]["pyspark"]
     assert (run["local"] / "_SUCCESS").exists()

@@ -7,6 +7,7 @@ Both jobs (:mod:`fruits_features.pipeline`, :mod:`fruits_features.scoring`) star
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,17 @@ if TYPE_CHECKING:
     from fruits_features.stages.embed import Embedded
 
 
+def spark_start_seconds(spark: SparkSession) -> float | None:
+    """Seconds since the driver JVM started, where spark-submit started it before this Python
+    driver (``PYSPARK_GATEWAY_PORT`` set); ``None`` otherwise."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    started_ms = float(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime())
+    return round(time.time() - started_ms / 1000, 3)
+
+
 @dataclass
 class JobRun:
     """A run under way: what every stage that reads, writes or records needs, built once."""
@@ -40,6 +52,9 @@ class JobRun:
     manifest: RunManifest
     timer: StageTimer
     started: float  # time.perf_counter() when the run started
+    # Seconds from the driver JVM's start to this run's: JVM, Python driver, imports, SparkSession.
+    # Known under spark-submit only (a session started in-process has its own history).
+    spark_start: float | None = None
 
     @classmethod
     def start(cls, spark: SparkSession, config: JobConfig, job: Job, run_id: str) -> JobRun:
@@ -55,6 +70,7 @@ class JobRun:
             manifest=RunManifest(job, run_id, config.input.uri, str(uri), config.to_dict()),
             timer=stage_timer(spark.sparkContext, config.progress_interval_seconds),
             started=started,
+            spark_start=spark_start_seconds(spark),
         )
 
     @property
@@ -76,7 +92,15 @@ class JobRun:
             "total": round(time.perf_counter() - self.started, 3),
             "executor_decode": round(embedded.counters.decode_seconds.value, 3),
             "executor_model": round(embedded.counters.model_seconds.value, 3),
+            # The tasks' other phases, summed over tasks (udf.PHASES; decode and model as above).
+            **{
+                f"executor_{phase}": round(value, 3)
+                for phase, value in embedded.counters.phases.value.items()
+                if phase not in {"decode", "model"}
+            },
         }
+        if self.spark_start is not None:
+            self.manifest.timings_seconds["spark_start"] = self.spark_start
         self.manifest.spark = {
             "version": self.spark.version,
             "master": sc.master,

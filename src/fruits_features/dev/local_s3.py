@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def object_get_latency(low_ms: float, high_ms: float, seed: int = 0) -> Callable[[WSGIApplication], Any]:
+    """WSGI middleware for :func:`local_s3`: each object GET waits ``low_ms``..``high_ms``
+    (uniform, seeded) before moto answers, as a GET from S3 takes 20-50 ms to its first byte;
+    listings, uploads and the rest answer at once. The wait is a sleep: it costs no CPU."""
+    import random
+
+    if not 0 <= low_ms <= high_ms:
+        raise ValueError(f"latency bounds must be 0 <= low <= high, got {low_ms}..{high_ms}")
+    draw = random.Random(seed)
+    lock = threading.Lock()
+
+    def wrap(app: WSGIApplication) -> WSGIApplication:
+        def delayed(environ: dict[str, Any], start_response: Any) -> Any:
+            # Path-style object requests: /<bucket>/<key> with no sub-resource query (?list-type...).
+            parts = environ.get("PATH_INFO", "").strip("/").split("/", 1)
+            if environ.get("REQUEST_METHOD") == "GET" and len(parts) == 2 and parts[1]:
+                with lock:
+                    seconds = draw.uniform(low_ms, high_ms) / 1000
+                time.sleep(seconds)
+            return app(environ, start_response)
+
+        return delayed
+
+    return wrap
 
 
 @contextmanager

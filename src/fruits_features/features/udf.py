@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,18 @@ class CountsParam(AccumulatorParam[dict[str, int]]):
         return value1
 
 
+class SumsParam(AccumulatorParam[dict[str, float]]):
+    """Adds up ``{name: seconds}`` dictionaries."""
+
+    def zero(self, value: dict[str, float]) -> dict[str, float]:
+        return {}
+
+    def addInPlace(self, value1: dict[str, float], value2: dict[str, float]) -> dict[str, float]:  # noqa: N802
+        for name, amount in value2.items():
+            value1[name] = value1.get(name, 0.0) + amount
+        return value1
+
+
 @dataclass
 class EmbedCounters:
     """Driver-side accumulators the UDF adds to: how much work the executors did."""
@@ -135,6 +148,12 @@ class EmbedCounters:
     tasks_with_tensorflow: Accumulator[int]
     # Tasks per engine, precision and CPU capabilities the executors ran (ResolvedEngine.describe).
     engines: Accumulator[dict[str, int]]
+    # Seconds per phase of the tasks (PHASES), summed: "udf" is each task's wall time inside the
+    # UDF, "model_load" building the model (0 where the worker had it), "read" the S3 GETs
+    # (overlapped, summed over the fetch threads), "read_wait" the prepare thread blocked on
+    # them, "decode" decoding, resizing and preprocessing, "prepare_wait" the model waiting for
+    # a prepared batch (what the overlap did not hide), "model" inference.
+    phases: Accumulator[dict[str, float]]
 
     @classmethod
     def create(cls, spark_context: Any) -> EmbedCounters:
@@ -146,53 +165,41 @@ class EmbedCounters:
             rejected=spark_context.accumulator(0),
             tasks_with_tensorflow=spark_context.accumulator(0),
             engines=spark_context.accumulator({}, CountsParam()),
+            phases=spark_context.accumulator({}, SumsParam()),
         )
 
 
-def embed_series(
+# The phases of a task the executors time (seconds, summed over tasks): see EmbedCounters.phases.
+PHASES = ("udf", "model_load", "read", "read_wait", "decode", "prepare_wait", "model")
+
+
+@dataclass
+class _Prepared:
+    """One model batch, decoded and preprocessed: the rows it fills and the model's input."""
+
+    rows: list[int]
+    inputs: np.ndarray
+
+
+def _prepared_batches(
     images: Iterable[bytes | None],
     spec: EmbedSpec,
-    model_fn: ModelFn,
-    counters: EmbedCounters | None = None,
-    on_done: Callable[[int], None] | None = None,
-) -> pd.DataFrame:
-    """Embed one batch of encoded images; the plain-Python core of the UDF.
-
-    Decoding and inference alternate one model batch at a time, so memory stays bounded by
-    ``model.batch_size`` decoded images whatever the Arrow batch size, and the model starts as
-    soon as its first batch of images has arrived (``images`` may be a stream of reads).
-
-    Args:
-        images: image bytes (``None`` where the bytes could not be fetched), in row order.
-        spec: image size, model batch size and pixel limit.
-        model_fn: the model call, see :func:`featurize`.
-        counters: accumulators to add image, batch, rejection and timing counts to.
-        on_done: called with how many more images are finished (featurized or rejected): after
-            every model batch, and once at the end for the rejected ones (progress reporting).
-
-    Returns:
-        A frame with a row per image: ``features`` (the backbone's floats, or ``None``) and ``error``
-        (``None``, or why the image could not be featurized). A bad image never raises.
-    """
-    features: list[np.ndarray | None] = []
-    errors: list[str | None] = []
+    features: list[np.ndarray | None],
+    errors: list[str | None],
+    seconds: dict[str, float],
+) -> Iterator[_Prepared]:
+    """Decode, resize and preprocess ``images`` a model batch at a time, appending a slot per
+    image to ``features`` and ``errors`` (the reason where it cannot be decoded) as it goes."""
     rows: list[int] = []
     pixels: list[np.ndarray] = []
-    decode_seconds = model_seconds = 0.0
 
-    def run_model() -> None:
-        nonlocal model_seconds
+    def batch() -> _Prepared:
         started = time.perf_counter()
-        for index, vector in zip(rows, featurize(model_fn, np.stack(pixels), spec.network), strict=True):
-            features[index] = vector
-        model_seconds += time.perf_counter() - started
-        if counters is not None:
-            counters.images.add(len(rows))
-            counters.batches.add(1)
-        if on_done is not None:
-            on_done(len(rows))
+        prepared = _Prepared(list(rows), spec.network.preprocess(np.stack(pixels)))
+        seconds["decode"] += time.perf_counter() - started
         rows.clear()
         pixels.clear()
+        return prepared
 
     for row, data in enumerate(images):
         features.append(None)
@@ -205,16 +212,84 @@ def embed_series(
             rows.append(row)
         except ImageDecodeError as exc:
             errors[row] = str(exc)
-        decode_seconds += time.perf_counter() - started
+        seconds["decode"] += time.perf_counter() - started
         if len(pixels) == spec.batch_size:
-            run_model()
+            yield batch()
     if pixels:
-        run_model()
+        yield batch()
+
+
+_END = object()
+
+
+def _one_ahead(items: Iterator[_Prepared], pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
+    """``items``, each computed in ``pool`` while the caller works on the one before."""
+    pending = pool.submit(next, items, _END)
+    while (item := pending.result()) is not _END:
+        pending = pool.submit(next, items, _END)
+        yield item  # type: ignore[misc]
+
+
+def embed_series(
+    images: Iterable[bytes | None],
+    spec: EmbedSpec,
+    model_fn: ModelFn,
+    counters: EmbedCounters | None = None,
+    on_done: Callable[[int], None] | None = None,
+    *,
+    seconds: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Embed one batch of encoded images; the plain-Python core of the UDF.
+
+    A thread decodes, resizes and preprocesses model batch *k+1* (waiting for its reads where
+    ``images`` is a stream of them) while the model runs batch *k*: Pillow and numpy release the
+    GIL, so the two overlap. Memory stays bounded by two model batches of decoded images whatever
+    the Arrow batch size, and the model starts as soon as its first batch has arrived.
+
+    Args:
+        images: image bytes (``None`` where the bytes could not be fetched), in row order.
+        spec: image size, model batch size and pixel limit.
+        model_fn: the model call, see :func:`featurize`.
+        counters: accumulators to add image, batch, rejection and timing counts to.
+        on_done: called with how many more images are finished (featurized or rejected): after
+            every model batch, and once at the end for the rejected ones (progress reporting).
+        seconds: where to add the time spent preparing (``decode``: decode, resize and
+            preprocess), waiting for a prepared batch (``prepare_wait``: what the overlap did not
+            hide) and in the model (``model``).
+
+    Returns:
+        A frame with a row per image: ``features`` (the backbone's floats, or ``None``) and ``error``
+        (``None``, or why the image could not be featurized). A bad image never raises.
+    """
+    timed = {"decode": 0.0, "prepare_wait": 0.0, "model": 0.0}
+    features: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+        batches = _one_ahead(_prepared_batches(images, spec, features, errors, timed), pool)
+        while True:
+            started = time.perf_counter()
+            prepared = next(batches, None)
+            timed["prepare_wait"] += time.perf_counter() - started
+            if prepared is None:
+                break
+            started = time.perf_counter()
+            outputs = np.asarray(model_fn(prepared.inputs), dtype=np.float32)
+            timed["model"] += time.perf_counter() - started
+            for index, vector in zip(prepared.rows, outputs, strict=True):
+                features[index] = vector
+            if counters is not None:
+                counters.images.add(len(prepared.rows))
+                counters.batches.add(1)
+            if on_done is not None:
+                on_done(len(prepared.rows))
     rejected = sum(vector is None for vector in features)
     if counters is not None:
-        counters.decode_seconds.add(decode_seconds)
-        counters.model_seconds.add(model_seconds)
+        counters.decode_seconds.add(timed["decode"])
+        counters.model_seconds.add(timed["model"])
         counters.rejected.add(rejected)
+    if seconds is not None:
+        for phase, value in timed.items():
+            seconds[phase] = seconds.get(phase, 0.0) + value
     if on_done is not None and rejected:
         on_done(rejected)
     return pd.DataFrame({"features": features, "error": errors})
@@ -250,22 +325,32 @@ def embed_column(
     from fruits_features.io.loading import prefetched
 
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        entered = time.perf_counter()
         task = TaskProgress.for_this_task(progress)
         kill = kill_injected()
+        seconds = dict.fromkeys(PHASES, 0.0)
         for reads in prefetched(batches, spec.s3, fetch_threads):
             # Built on first use, once the first reads are in flight: they land while it loads.
+            started = time.perf_counter()
             model_fn = cached_model_fn(spec, loader)
-            frame = embed_series(reads.contents(), spec, model_fn, counters, on_done=task.add)
+            seconds["model_load"] += time.perf_counter() - started
+            frame = embed_series(
+                reads.contents(), spec, model_fn, counters, on_done=task.add, seconds=seconds
+            )
             frame["error"] = [
                 fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)
             ]
+            seconds["read"] += sum(reads.read_seconds)
+            seconds["read_wait"] += reads.wait_seconds
             yield frame
             if kill:  # a test's injected fault: this worker dies mid-task, the task is retried
                 os.kill(os.getpid(), signal.SIGKILL)
         task.close()
+        seconds["udf"] = time.perf_counter() - entered
         if counters is not None:
             counters.tasks_with_tensorflow.add(int("tensorflow" in sys.modules))
             counters.engines.add({resolved_engine(spec).describe(): 1})
+            counters.phases.add(seconds)
 
     udf = pandas_udf(embed, "features array<float>, error string")  # type: ignore[call-overload]
     return udf.asNondeterministic()(paths)  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,6 +98,10 @@ class PendingReads:
 
     futures: list[Future[FetchResult]]
     errors: list[str | None] = field(default_factory=list)  # filled as :meth:`contents` goes
+    # Each read's own seconds (filled by the fetch threads), and the seconds :meth:`contents`
+    # waited for reads not yet landed: the part of S3's latency the read-ahead did not hide.
+    read_seconds: list[float] = field(default_factory=list)
+    wait_seconds: float = 0.0
 
     def contents(self) -> Iterator[bytes | None]:
         """Each object's bytes in order, as soon as it has been read (``None`` if it could not be).
@@ -104,9 +109,19 @@ class PendingReads:
         Why an object could not be read is appended to :attr:`errors`, aligned with the bytes.
         """
         for future in self.futures:
+            started = time.perf_counter()
             content, error = future.result()
+            self.wait_seconds += time.perf_counter() - started
             self.errors.append(error)
             yield content
+
+
+def _timed_fetch(client: S3Client, path: str, seconds: list[float]) -> FetchResult:
+    started = time.perf_counter()
+    try:
+        return fetch_object(client, path)
+    finally:
+        seconds.append(time.perf_counter() - started)  # list.append is atomic across threads
 
 
 def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int) -> Iterator[PendingReads]:
@@ -123,7 +138,10 @@ def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: PendingReads | None = None
         for paths in batches:
-            scheduled = PendingReads([pool.submit(fetch_object, client, path) for path in paths])
+            scheduled = PendingReads([])
+            scheduled.futures = [
+                pool.submit(_timed_fetch, client, path, scheduled.read_seconds) for path in paths
+            ]
             if pending is not None:
                 yield pending
             pending = scheduled

@@ -220,6 +220,8 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
     features = client.list_objects_v2(Bucket=BUCKET, Prefix=f"out/{run_id}/features/").get("Contents", [])
     manifest = json.loads(body)
     timings = manifest["timings_seconds"]
+    spark = manifest.get("spark") or {}
+    task_cpus = int((manifest.get("config") or {}).get("spark", {}).get("conf", {}).get("spark.task.cpus", 1))
     return {
         "n": n,
         "overrides": overrides,
@@ -229,6 +231,8 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         "embed_images_per_s": n / timings["load_and_embed"],
         "wall_seconds": wall,
         "timings_seconds": timings,
+        "partitions": spark.get("partitions"),
+        "task_slots": max(1, int(spark.get("default_parallelism") or 1) // max(1, task_cpus)),
         "model_images": manifest["counts"]["model_images"],
         "featurized": manifest["counts"]["featurized"],
         "peak_memory_mib": {role: sampler.peak(f"max:{role}") for role in JOB_ROLES},

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 
+from fruits_features.dev.bench.breakdown import breakdown, breakdown_lines, ratios
 from fruits_features.dev.bench.ceilings import ceilings
 from fruits_features.dev.bench.harness import (
     BUCKET,
@@ -29,7 +30,7 @@ from fruits_features.dev.bench.harness import (
     stage_images,
     table,
 )
-from fruits_features.dev.local_s3 import local_s3
+from fruits_features.dev.local_s3 import local_s3, object_get_latency
 from fruits_features.io.s3 import s3_client
 
 
@@ -121,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     engines: dict[str, dict[str, Any]] = {}
     cpu = cpu_report()
     print(cpu_line(cpu), flush=True)
-    with local_s3():
+    low, high = args.s3_latency
+    with local_s3(wrap=object_get_latency(low, high) if high > 0 else None):
         s3_client().create_bucket(Bucket=BUCKET)
         for n in sizes:
             stage_images(n, args.data, f"n{n}")
@@ -164,9 +166,16 @@ def cmd_run(args: argparse.Namespace) -> None:
             "image_sizes": {b: image_size_for(args.image_size, b) for b in args.backbones},
             "batch_size": args.batch_size,
             "master": args.master,
+            "s3_get_latency_ms": [low, high],
         },
         "engines": engines,
     }
+    for measured in engines.values():
+        reference = engines.get(f"{measured['backbone']} onnxruntime", measured)["ceilings"]
+        measured["breakdown"] = breakdown(measured["job"])
+        measured["targets"] = ratios(
+            measured["job"], measured["ceilings"]["model_images_per_s"], reference["model_images_per_s"]
+        )
     if {"resnet50 onnxruntime", "resnet50 tensorflow"} <= engines.keys():
         result["onnxruntime_over_tensorflow"] = speedup(
             engines["resnet50 onnxruntime"], engines["resnet50 tensorflow"]
@@ -190,8 +199,17 @@ def cmd_run(args: argparse.Namespace) -> None:
         rate = measured["ceilings"]["model_images_per_s"]
         rows += [job_row(f"{engine} N={job['n']}", job, rate) for job in measured["scaling"]]
     print(table(rows))
+    print(f"where the time goes (N={args.n}, each object GET waiting {low:g}-{high:g} ms):")
     for engine, measured in engines.items():
-        print(f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={args.n}")
+        print("\n".join(breakdown_lines(engine, measured["job"])))
+    for engine, measured in engines.items():
+        targets = measured["targets"]
+        print(
+            f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={args.n}; "
+            "whole job (spark-submit wall) / ONNX Runtime fp32 bare = "
+            f"{targets['job_over_onnxruntime_bare']:.2f}"
+            f"; embed stage / its bare engine = {targets['embed_over_own_bare']:.2f}"
+        )
     if "onnxruntime_over_tensorflow" in result:
         both = result["onnxruntime_over_tensorflow"]
         print(f"onnxruntime / tensorflow: job {both['job']:.2f}x, model ceiling {both['model_ceiling']:.2f}x")

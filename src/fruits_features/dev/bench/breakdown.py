@@ -1,0 +1,92 @@
+"""Where one job's wall time goes, from its manifest and the benchmark's own clock: the driver's
+stages, the embed stage's tasks phase by phase, and the CPU the local S3 server took.
+
+Pure functions over the dictionaries :func:`fruits_features.dev.bench.harness.run_job` returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The driver's stages, in the order a run meets them (manifest timings_seconds).
+DRIVER_STAGES = (
+    "list",
+    "preflight",
+    "load_and_embed",
+    "embeddings",
+    "reduce",
+    "write",
+    "model_save",
+    "report",
+)
+
+
+def breakdown(job: dict[str, Any]) -> dict[str, Any]:
+    """One job's seconds, split.
+
+    Returns:
+        ``wall``: spark-submit's wall time, as ``spark_start`` (driver JVM start to the run's
+        start), each driver stage, and ``other`` (what is left: the driver between stages, its
+        shutdown); ``embed``: the embed stage per task slot (its tasks' seconds summed, over
+        the slots that ran them), as ``model_load``, ``model``, ``prepare_wait`` (the model
+        waiting for decoded images), ``udf_other`` (inside the UDF but none of those: Arrow
+        batches in and out, pandas) and ``outside_udf`` (the slot busy or idle outside the UDF:
+        Python worker start, task scheduling, the JVM's side of the stage), with what ran
+        hidden beside them (``decode``, ``read``, ``read_wait``); ``cpu``: the CPU seconds
+        by process, the local S3 server's among them.
+    """
+    timings = job["timings_seconds"]
+    wall = job["wall_seconds"]
+    stages = {stage: timings[stage] for stage in DRIVER_STAGES if stage in timings}
+    spark_start = timings.get("spark_start", 0.0)
+    split: dict[str, float] = {"spark_start": spark_start, **stages}
+    split["other"] = wall - sum(split.values())
+
+    tasks = int(job.get("partitions") or 1)
+    slots = max(1, min(tasks, int(job.get("task_slots") or tasks)))
+    stage = timings["load_and_embed"]
+
+    def per_slot(phase: str) -> float:
+        return float(timings.get(f"executor_{phase}", 0.0)) / slots
+
+    udf = per_slot("udf")
+    embed = {
+        "stage": stage,
+        "tasks": tasks,
+        "slots": slots,
+        "model_load": per_slot("model_load"),
+        "model": per_slot("model"),
+        "prepare_wait": per_slot("prepare_wait"),
+    }
+    embed["udf_other"] = udf - embed["model_load"] - embed["model"] - embed["prepare_wait"]
+    embed["outside_udf"] = stage - udf
+    embed["hidden"] = {phase: per_slot(phase) for phase in ("decode", "read", "read_wait")}
+    return {"wall": wall, "split": split, "embed": embed, "cpu": dict(job.get("cpu_seconds", {}))}
+
+
+def ratios(job: dict[str, Any], own_ceiling: float, onnxruntime_ceiling: float) -> dict[str, float]:
+    """The issue's two targets: the whole job (spark-submit's wall, Spark start included) against
+    ONNX Runtime fp32's bare pass, and the embed stage against the bare engine it ran."""
+    n = job["n"]
+    return {
+        "job_over_onnxruntime_bare": n / job["wall_seconds"] / onnxruntime_ceiling,
+        "embed_over_own_bare": n / job["timings_seconds"]["load_and_embed"] / own_ceiling,
+    }
+
+
+def breakdown_lines(label: str, job: dict[str, Any]) -> list[str]:
+    """The breakdown as the benchmark prints it."""
+    parts = breakdown(job)
+    split, embed, cpu = parts["split"], parts["embed"], parts["cpu"]
+    wall = " + ".join(f"{name} {seconds:.1f}" for name, seconds in split.items())
+    hidden = embed["hidden"]
+    return [
+        f"{label}: wall {parts['wall']:.1f} s = {wall}",
+        f"  embed stage {embed['stage']:.1f} s, {embed['tasks']} tasks on {embed['slots']} slots, per slot: "
+        f"model {embed['model']:.1f} + model load {embed['model_load']:.1f} + waiting for decoded images "
+        f"{embed['prepare_wait']:.1f} + Arrow/pandas {embed['udf_other']:.1f} + outside the UDF (worker "
+        f"start, scheduling) {embed['outside_udf']:.1f}",
+        f"  beside the model, per slot: decode+resize+preprocess {hidden['decode']:.1f}, S3 GETs "
+        f"{hidden['read']:.1f} (summed over fetch threads), waited on GETs {hidden['read_wait']:.1f}",
+        "  CPU s: " + ", ".join(f"{role} {seconds:.1f}" for role, seconds in cpu.items()),
+    ]
