@@ -24,6 +24,7 @@ from fruits_features.features.engines import (
     build_onnx_fn,
     build_openvino_fn,
     cpu_flags,
+    cpu_vendor,
     matrix_flags,
     openvino_capabilities,
     resolve_engine,
@@ -41,27 +42,46 @@ def no_probe() -> tuple[str, ...]:
     raise AssertionError("the CPU is probed only for openvino and auto")
 
 
+INTEL_AMX = ("GenuineIntel", ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"))
+INTEL_AVX512_BF16 = ("GenuineIntel", ("avx2", "avx512f", "avx512_bf16", "avx512_vnni"))
+AMD_ZEN5 = ("AuthenticAMD", ("avx2", "avx512f", "avx512_bf16", "avx512_vnni"))
+AMD_AVX2 = ("AuthenticAMD", ("avx2",))
+
+
 @pytest.mark.parametrize(
-    ("engine", "precision", "capabilities", "expected"),
+    ("engine", "precision", "capabilities", "cpu", "expected"),
     [
-        ("auto", "auto", AMX, ("openvino", "bf16")),
-        ("auto", "bf16", AMX, ("openvino", "bf16")),
-        ("auto", "auto", AVX2, ("onnxruntime", "fp32")),
-        ("auto", "bf16", AVX2, ("onnxruntime", "fp32")),
-        ("auto", "fp32", AMX, ("onnxruntime", "fp32")),
-        ("auto", "auto", (), ("onnxruntime", "fp32")),  # no OpenVINO installed
-        ("openvino", "auto", AMX, ("openvino", "bf16")),
-        ("openvino", "auto", AVX2, ("openvino", "fp32")),
-        ("openvino", "bf16", AVX2, ("openvino", "bf16")),  # asked for by name
-        ("openvino", "fp32", AMX, ("openvino", "fp32")),
+        ("auto", "auto", AMX, INTEL_AMX, ("openvino", "bf16")),
+        ("auto", "bf16", AMX, INTEL_AMX, ("openvino", "bf16")),
+        ("auto", "auto", AMX, AMD_ZEN5, ("openvino", "bf16")),
+        # OpenVINO reports BF16 on AVX-512 BF16 without AMX, where bf16 measured slower than fp32.
+        ("auto", "auto", AMX, INTEL_AVX512_BF16, ("onnxruntime", "fp32")),
+        ("openvino", "auto", AMX, INTEL_AVX512_BF16, ("openvino", "fp32")),
+        ("auto", "auto", AVX2, AMD_AVX2, ("onnxruntime", "fp32")),
+        ("auto", "bf16", AVX2, AMD_AVX2, ("onnxruntime", "fp32")),
+        ("auto", "fp32", AMX, INTEL_AMX, ("onnxruntime", "fp32")),
+        ("auto", "auto", (), INTEL_AMX, ("onnxruntime", "fp32")),  # no OpenVINO installed
+        ("openvino", "auto", AMX, INTEL_AMX, ("openvino", "bf16")),
+        ("openvino", "auto", AVX2, AMD_AVX2, ("openvino", "fp32")),
+        ("openvino", "bf16", AVX2, AMD_AVX2, ("openvino", "bf16")),  # asked for by name
+        ("openvino", "bf16", AMX, INTEL_AVX512_BF16, ("openvino", "bf16")),
+        ("openvino", "fp32", AMX, INTEL_AMX, ("openvino", "fp32")),
     ],
 )
 def test_engine_and_precision_follow_the_cpu_capabilities(
-    engine: Any, precision: Any, capabilities: tuple[str, ...], expected: tuple[str, str]
+    engine: Any, precision: Any, capabilities: tuple[str, ...], cpu: Any, expected: tuple[str, str]
 ) -> None:
-    resolved = resolve_engine(engine, precision, probe=lambda: capabilities)
+    resolved = resolve_engine(engine, precision, probe=lambda: capabilities, cpu=lambda: cpu)
     assert (resolved.engine, resolved.precision) == expected
     assert resolved.capabilities == capabilities
+    assert resolved.cpu_flags == cpu[1]
+
+
+def test_the_cpu_vendor_is_read_from_cpuinfo(tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2\n")
+    assert cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    assert cpu_vendor(str(tmp_path / "missing")) == ""
 
 
 def test_fp32_engines_never_probe_openvino_but_record_the_cpu_flags() -> None:

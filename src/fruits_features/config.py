@@ -180,15 +180,17 @@ class ModelConfig(Section):
     engine: Literal["tensorflow", "onnxruntime", "openvino", "auto"] = Field(
         "auto",
         description="What runs the forward pass. `auto`: each executor takes OpenVINO bf16 where its CPU has "
-        "native bf16 (AMX, AVX-512 BF16) and OpenVINO is installed, ONNX Runtime fp32 elsewhere: the fastest "
-        "path `make bench` measured on each kind of CPU. `onnxruntime`: the ONNX export, fp32, executors "
+        "native bf16 that measured faster than fp32 (AMX, or AMD's AVX-512 BF16) and OpenVINO is installed, "
+        "ONNX Runtime fp32 elsewhere: the fastest path `make bench` measured on each kind of CPU. "
+        "`onnxruntime`: the ONNX export, fp32, executors "
         "without TensorFlow. `tensorflow`: Keras runs the weights. `openvino`: the ONNX export compiled by "
         "OpenVINO, at `model.precision`.",
     )
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto",
         description="`openvino` and `auto` only: `fp32`, `bf16`, or `auto` (bf16 where the CPU has it "
-        "natively). bf16 features are within a cosine of 0.999 of fp32's per image; `bf16` with "
+        "natively and it measured faster: AMX, or AMD's AVX-512 BF16). bf16 features are within a cosine "
+        "of 0.999 of fp32's per image; `bf16` with "
         "`onnxruntime` or `tensorflow` is refused (exit 2).",
     )
     onnx: str | None = Field(

@@ -6,10 +6,11 @@
   :mod:`fruits_features.features.lite2_export`), run by ONNX Runtime's CPU provider. Its
   executors never import TensorFlow or PyTorch.
 - ``openvino``: the same ONNX file read and compiled by OpenVINO for the CPU, in fp32 or bf16
-  (``model.precision``; ``auto``: bf16 where the CPU has native bf16 matrix support, AMX or
-  AVX-512 BF16, as OpenVINO reports it in ``OPTIMIZATION_CAPABILITIES``).
+  (``model.precision``; ``auto``: bf16 where the CPU has native bf16 matrix support, as OpenVINO
+  reports it in ``OPTIMIZATION_CAPABILITIES``, and bf16 measured faster than fp32 on such CPUs:
+  AMX, or AMD's AVX-512 BF16; see :func:`bf16_pays`).
 - ``auto``: each executor decides for itself (a cluster can mix instance types): OpenVINO bf16
-  where the CPU supports bf16 natively and OpenVINO is installed, ONNX Runtime fp32 elsewhere.
+  where it pays (as above) and OpenVINO is installed, ONNX Runtime fp32 elsewhere.
 
 All take the same input, the backbone's preprocessing of RGB pixels
 (:mod:`fruits_features.features.backbones`), and give the same features (2048 for ResNet50, 1280
@@ -128,25 +129,52 @@ def openvino_capabilities() -> tuple[str, ...]:
     return tuple(str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, ...: the first ``vendor_id`` of ``/proc/cpuinfo``; ``""``
+    where it cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def bf16_pays(vendor: str, flags: tuple[str, ...]) -> bool:
+    """Whether OpenVINO's bf16 ran faster than its fp32 on CPUs like this one, as measured by
+    ``make bench`` (docs/engines.md, "Precision"): with AMX (``amx_bf16``) and on AMD's AVX-512
+    BF16 (Zen 4/5: 2x fp32); not on an Intel Xeon with AVX-512 BF16 but no AMX, where OpenVINO
+    reports ``BF16`` and bf16 ran at 0.6-0.7x its fp32."""
+    if "amx_bf16" in flags:
+        return True
+    return vendor == "AuthenticAMD" and "avx512_bf16" in flags
+
+
 def resolve_engine(
-    engine: Engine, precision: Precision, probe: Callable[[], tuple[str, ...]] = openvino_capabilities
+    engine: Engine,
+    precision: Precision,
+    probe: Callable[[], tuple[str, ...]] = openvino_capabilities,
+    cpu: Callable[[], tuple[str, tuple[str, ...]]] | None = None,
 ) -> ResolvedEngine:
     """The engine and precision this machine runs for the configured ``engine`` and ``precision``.
 
-    ``probe`` reports the CPU's capabilities (tests pass their own answer). bf16 is chosen only
-    where the CPU has it natively (``BF16`` in the capabilities) or where it is asked for by name
-    (OpenVINO then runs it as it can on that CPU).
+    ``probe`` reports OpenVINO's view of the CPU and ``cpu`` its vendor and flags (tests pass their
+    own answers). ``auto`` chooses bf16 only where the CPU has it natively (``BF16`` in the
+    capabilities) and bf16 measured faster there (:func:`bf16_pays`); bf16 asked for by name runs
+    whatever the CPU (OpenVINO then runs it as it can).
     """
-    flags = cpu_flags()
+    vendor, flags = cpu() if cpu is not None else (cpu_vendor(), cpu_flags())
     if engine in ("tensorflow", "onnxruntime"):
         return ResolvedEngine(engine, "fp32", (), flags)
     capabilities = probe()
-    native_bf16 = "BF16" in capabilities
+    fast_bf16 = "BF16" in capabilities and bf16_pays(vendor, flags)
     if engine == "openvino":
-        chosen = precision if precision != "auto" else ("bf16" if native_bf16 else "fp32")
+        chosen = precision if precision != "auto" else ("bf16" if fast_bf16 else "fp32")
         return ResolvedEngine("openvino", chosen, capabilities, flags)
     # auto: OpenVINO bf16 where it pays; the fp32 engine `make bench` measured fastest elsewhere.
-    if native_bf16 and precision != "fp32":
+    if fast_bf16 and precision != "fp32":
         return ResolvedEngine("openvino", "bf16", capabilities, flags)
     return ResolvedEngine("onnxruntime", "fp32", capabilities, flags)
 
