@@ -19,6 +19,7 @@ JOB: dict[str, Any] = {
         "list": 0.5,
         "preflight": 0.5,
         "load_and_embed": 40.0,
+        "embeddings": 1.5,
         "reduce": 2.0,
         "write": 1.0,
         "model_save": 1.0,
@@ -44,10 +45,10 @@ def test_the_wall_time_is_split_into_spark_start_the_stages_and_the_rest() -> No
         "load_and_embed": 40.0,
         "reduce": 2.0,
         "write": 1.0,
-        "model_save": 1.0,
-        "other": 10.0,
+        "other": 11.0,
     }
     assert sum(split.values()) == pytest.approx(JOB["wall_seconds"])
+    assert breakdown(JOB)["beside"] == {"embeddings": 1.5, "model_save": 1.0}
 
 
 def test_the_embed_stage_is_split_per_task_slot() -> None:
@@ -61,6 +62,7 @@ def test_the_embed_stage_is_split_per_task_slot() -> None:
     assert embed["hidden"] == {"decode": 3.0, "read": 15.0, "read_wait": 0.5}
     lines = breakdown_lines("resnet50 onnxruntime", JOB)
     assert lines[0].startswith("resnet50 onnxruntime: wall 60.0 s = spark_start 5.0 + list 0.5")
+    assert lines[0].endswith("(beside them: embeddings 1.5, model_save 1.0)")
     assert "local_s3 3.0" in lines[-1]
 
 

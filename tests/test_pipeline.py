@@ -294,6 +294,27 @@ def test_parquet_output_holds_the_same_frame_as_csv(run: dict[str, Any], parquet
     assert manifest["counts"] == {**run["result"].manifest["counts"], "part_files": len(parts)}
 
 
+def test_a_write_beside_the_fit_that_fails_fails_the_run(
+    spark, s3, weights: str, onnx_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embeddings are written in a thread beside the PCA fit: its error still ends the run."""
+    bucket = "pipeline-fails-beside"
+    s3.create_bucket(Bucket=bucket)
+    upload_sample(s3, bucket, "images", sample_classes(2))
+
+    def broken_write(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("the embeddings could not be written")
+
+    monkeypatch.setattr(pipeline, "write_embeddings", broken_write)
+    with pytest.raises(RuntimeError, match="could not be written"):
+        pipeline.run(spark, job_config(bucket, weights, onnx_file), "run-fails")
+
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/run-fails/")["Contents"]}
+    assert "features/run-fails/_SUCCESS" not in keys
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="features/run-fails/manifest.json")["Body"].read())
+    assert (manifest["status"], manifest["error"]) == ("failed", "the embeddings could not be written")
+
+
 def test_a_failure_after_the_preflight_leaves_a_failed_manifest_and_the_rejects(
     spark, s3, weights: str, onnx_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

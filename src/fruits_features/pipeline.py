@@ -8,6 +8,7 @@ preflight still writes ``manifest.json`` (``status: failed``, the error).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
 
@@ -82,12 +83,17 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         embedded = run_embed_stage(job, config, checked, cleanup=cleanup, allow_none=increment is not None)
         embedded.counts.keys_listed, embedded.counts.keys_skipped = listing.keys_listed, listing.skipped
         featurized, rows = every_image(job, embedded, increment, cleanup)
+        # The embeddings and the model save are writes of their own, mostly waiting on S3 and on
+        # Spark's scheduling: they run in a thread beside the fit and the features' write. Closed
+        # (waited for) before the persisted rows are released, however the run ends.
+        beside = cleanup.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside"))
+        pending: list[Future[None]] = []
         if config.output.incremental_base:
-            with job.timer.stage("embeddings"):
-                check_rows("embeddings", write_embeddings(job, featurized), rows)
+            pending.append(beside.submit(write_embeddings_stage, job, featurized, rows))
             job.manifest.embeddings = f"{job.uri.join(EMBEDDINGS_DIR)}/"
         if increment is not None and config.incremental.mode == "apply":
             apply_fit(job, config, increment, embedded.featurized, rows)
+            wait_for(pending)
             return job.finish(embedded)
 
         reduction, projected = reduce_and_write(job, config, featurized, rows, cleanup)
@@ -101,8 +107,8 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             if evaluation is not None:
                 cleanup.callback(evaluation.predictions.unpersist)
         if config.output.incremental_base and evaluation is None:  # no classifier saved it: the reduction
-            with job.timer.stage("model_save"):
-                save_reduction(job, config, reduction)
+            pending.append(beside.submit(save_reduction_stage, job, config, reduction))
+        wait_for(pending)
 
         def report() -> str:
             return build_report(
@@ -117,6 +123,24 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             )
 
         return job.finish(embedded, report=report if config.report.enabled else None)
+
+
+def write_embeddings_stage(job: JobRun, featurized: DataFrame, rows: int) -> None:
+    """Stage ``embeddings``: write ``embeddings/`` and check its rows (run beside the fit)."""
+    with job.timer.stage("embeddings", watched=False):
+        check_rows("embeddings", write_embeddings(job, featurized), rows)
+
+
+def save_reduction_stage(job: JobRun, config: JobConfig, reduction: Reduction) -> None:
+    """Stage ``model_save``: the fitted scaler + PCA under ``model/`` (run beside the write)."""
+    with job.timer.stage("model_save", watched=False):
+        save_reduction(job, config, reduction)
+
+
+def wait_for(pending: list[Future[None]]) -> None:
+    """Wait for the writes running beside the driver; the first error is raised."""
+    for future in pending:
+        future.result()
 
 
 def every_image(

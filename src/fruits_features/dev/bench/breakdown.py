@@ -9,38 +9,32 @@ from __future__ import annotations
 from typing import Any
 
 # The driver's stages, in the order a run meets them (manifest timings_seconds).
-DRIVER_STAGES = (
-    "list",
-    "preflight",
-    "load_and_embed",
-    "embeddings",
-    "reduce",
-    "write",
-    "model_save",
-    "report",
-)
+DRIVER_STAGES = ("list", "preflight", "load_and_embed", "reduce", "write", "report")
+# The stages that run in a thread beside them (pipeline.run): their seconds overlap the others'.
+BESIDE_STAGES = ("embeddings", "model_save")
 
 
 def breakdown(job: dict[str, Any]) -> dict[str, Any]:
     """One job's seconds, split.
 
     Returns:
-        ``wall``: spark-submit's wall time, as ``spark_start`` (driver JVM start to the run's
-        start), each driver stage, and ``other`` (what is left: the driver between stages, its
-        shutdown); ``embed``: the embed stage per task slot (its tasks' seconds summed, over
-        the slots that ran them), as ``model_load``, ``model``, ``prepare_wait`` (the model
-        waiting for decoded images), ``udf_other`` (inside the UDF but none of those: Arrow
-        batches in and out, pandas) and ``outside_udf`` (the slot busy or idle outside the UDF:
-        Python worker start, task scheduling, the JVM's side of the stage), with what ran
-        hidden beside them (``decode``, ``read``, ``read_wait``); ``cpu``: the CPU seconds
-        by process, the local S3 server's among them.
+        ``wall``: spark-submit's wall time, ``split`` into ``spark_start`` (driver JVM start to
+        the run's start), each driver stage, and ``other`` (what is left: the driver between
+        stages, its shutdown); ``beside``: the stages that ran in a thread beside those
+        (embeddings, model save); ``embed``: the embed stage per task slot (its tasks' seconds
+        summed, over the slots that ran them), as ``model_load``, ``model``, ``prepare_wait``
+        (the model waiting for decoded images), ``udf_other`` (inside the UDF but none of those:
+        Arrow batches in and out, pandas) and ``outside_udf`` (the slot busy or idle outside the
+        UDF: Python worker start, task scheduling, the JVM's side of the stage), with what ran
+        hidden beside them (``decode``, ``read``, ``read_wait``); ``cpu``: the CPU seconds by
+        process, the local S3 server's among them.
     """
     timings = job["timings_seconds"]
     wall = job["wall_seconds"]
     stages = {stage: timings[stage] for stage in DRIVER_STAGES if stage in timings}
-    spark_start = timings.get("spark_start", 0.0)
-    split: dict[str, float] = {"spark_start": spark_start, **stages}
+    split: dict[str, float] = {"spark_start": timings.get("spark_start", 0.0), **stages}
     split["other"] = wall - sum(split.values())
+    beside = {stage: timings[stage] for stage in BESIDE_STAGES if stage in timings}
 
     tasks = int(job.get("partitions") or 1)
     slots = max(1, min(tasks, int(job.get("task_slots") or tasks)))
@@ -61,7 +55,8 @@ def breakdown(job: dict[str, Any]) -> dict[str, Any]:
     embed["udf_other"] = udf - embed["model_load"] - embed["model"] - embed["prepare_wait"]
     embed["outside_udf"] = stage - udf
     embed["hidden"] = {phase: per_slot(phase) for phase in ("decode", "read", "read_wait")}
-    return {"wall": wall, "split": split, "embed": embed, "cpu": dict(job.get("cpu_seconds", {}))}
+    cpu = dict(job.get("cpu_seconds", {}))
+    return {"wall": wall, "split": split, "beside": beside, "embed": embed, "cpu": cpu}
 
 
 def ratios(job: dict[str, Any], own_ceiling: float, onnxruntime_ceiling: float) -> dict[str, float]:
@@ -80,8 +75,9 @@ def breakdown_lines(label: str, job: dict[str, Any]) -> list[str]:
     split, embed, cpu = parts["split"], parts["embed"], parts["cpu"]
     wall = " + ".join(f"{name} {seconds:.1f}" for name, seconds in split.items())
     hidden = embed["hidden"]
+    beside = ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts["beside"].items())
     return [
-        f"{label}: wall {parts['wall']:.1f} s = {wall}",
+        f"{label}: wall {parts['wall']:.1f} s = {wall}" + (f" (beside them: {beside})" if beside else ""),
         f"  embed stage {embed['stage']:.1f} s, {embed['tasks']} tasks on {embed['slots']} slots, per slot: "
         f"model {embed['model']:.1f} + model load {embed['model_load']:.1f} + waiting for decoded images "
         f"{embed['prepare_wait']:.1f} + Arrow/pandas {embed['udf_other']:.1f} + outside the UDF (worker "
