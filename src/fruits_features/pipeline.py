@@ -8,6 +8,7 @@ preflight still writes ``manifest.json`` (``status: failed``, the error).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
@@ -96,7 +97,12 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             wait_for(pending)
             return job.finish(embedded)
 
-        reduction, projected = reduce_and_write(job, config, featurized, rows, cleanup)
+        def fitted(reduction: Reduction) -> None:
+            if config.output.incremental_base and not config.classifier.enabled:
+                # No classifier will save it: the reduction is the model, saved beside the write.
+                pending.append(beside.submit(save_reduction_stage, job, config, reduction))
+
+        reduction, projected = reduce_and_write(job, config, featurized, rows, cleanup, fitted=fitted)
 
         classes = class_counts(featurized) if config.classifier.enabled or config.report.enabled else {}
         evaluation = None
@@ -106,8 +112,8 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
             )
             if evaluation is not None:
                 cleanup.callback(evaluation.predictions.unpersist)
-        if config.output.incremental_base and evaluation is None:  # no classifier saved it: the reduction
-            pending.append(beside.submit(save_reduction_stage, job, config, reduction))
+        if config.output.incremental_base and config.classifier.enabled and evaluation is None:
+            save_reduction_stage(job, config, reduction)  # the classifier was skipped: the reduction alone
         wait_for(pending)
 
         def report() -> str:
@@ -173,10 +179,17 @@ def apply_fit(job: JobRun, config: JobConfig, increment: Increment, featurized: 
 
 
 def reduce_and_write(
-    job: JobRun, config: JobConfig, featurized: DataFrame, rows: int, cleanup: ExitStack
+    job: JobRun,
+    config: JobConfig,
+    featurized: DataFrame,
+    rows: int,
+    cleanup: ExitStack,
+    *,
+    fitted: Callable[[Reduction], None] | None = None,
 ) -> tuple[Reduction, DataFrame]:
     """Fit the scaler + PCA on every image, write their components as ``features/``; returns the
-    fit and the components (``path, label, components``), persisted until ``cleanup`` closes."""
+    fit and the components (``path, label, components``), persisted until ``cleanup`` closes.
+    ``fitted`` is called with the fit before the write starts."""
     if isinstance(config.pca.k, int) and rows <= config.pca.k:
         log.warning(
             "only %d images for %d components: the trailing ones carry no information", rows, config.pca.k
@@ -192,6 +205,8 @@ def reduce_and_write(
     job.manifest.pca = PcaSection(
         reduction.k, reduction.variance_target, reduction.explained_variance, reduction.cumulative_variance
     )
+    if fitted is not None:
+        fitted(reduction)
     # Persisted: written, classified and sampled for the report.
     projected = project(featurized.drop("etag"), reduction).persist(StorageLevel.MEMORY_AND_DISK)
     cleanup.callback(projected.unpersist)

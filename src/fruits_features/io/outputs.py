@@ -128,16 +128,23 @@ def write_parts(
     ).collect()
     parts = [WrittenPart(uri=row["uri"], rows=int(row["rows"])) for row in written]
     if not parts:
-        # No rows: one empty part (a CSV header, a typed Parquet schema) keeps the folder readable
-        # by both pandas and Spark.
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        empty = pd.DataFrame(columns=frame.columns)
-        uri = folder_uri.join(part_name(0, fmt))
-        body = part_bytes(empty, fmt, to_arrow_schema(frame.schema) if fmt == "parquet" else None)
-        write_object(s3_client(settings), uri, body, CONTENT_TYPES[fmt])
-        parts = [WrittenPart(uri=str(uri), rows=0)]
+        parts = [write_empty_part(frame, run_uri, settings, folder, fmt)]
     return sorted(parts, key=lambda part: part.uri)
+
+
+def write_empty_part(
+    frame: DataFrame, run_uri: S3Uri, settings: S3Settings, folder: str, fmt: PartFormat
+) -> WrittenPart:
+    """``<run>/<folder>/part-00000``, with ``frame``'s columns and no rows, written by the driver
+    without running ``frame``: an empty part (a CSV header, a typed Parquet schema) keeps the
+    folder readable by both pandas and Spark."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    empty = pd.DataFrame(columns=frame.columns)
+    uri = run_uri.join(folder).join(part_name(0, fmt))
+    body = part_bytes(empty, fmt, to_arrow_schema(frame.schema) if fmt == "parquet" else None)
+    write_object(s3_client(settings), uri, body, CONTENT_TYPES[fmt])
+    return WrittenPart(uri=str(uri), rows=0)
 
 
 def part_uris(client: S3Client, folder_uri: S3Uri) -> list[str]:

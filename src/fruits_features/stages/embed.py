@@ -19,7 +19,7 @@ from fruits_features.errors import PipelineError, TooManyRejectsError
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
 from fruits_features.io.listing import Listing
 from fruits_features.io.loading import keys_frame, partition_count
-from fruits_features.io.outputs import REJECTED_DIR, write_parts
+from fruits_features.io.outputs import REJECTED_DIR, write_empty_part, write_parts
 from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, StageTimer
@@ -173,9 +173,10 @@ def write_rejects(embedded: Embedded, run_uri: S3Uri, settings: S3Settings) -> l
     one header-only part. (A retried task may count its rejects twice, never zero times.)
     """
     failed = embedded.frame.filter(F.col("features").isNull()).select("path", F.col("error").alias("reason"))
-    if not embedded.counters.rejected.value:
-        failed = failed.limit(0)
-    parts = write_parts(failed, run_uri, settings, REJECTED_DIR, "csv")
+    if embedded.counters.rejected.value:
+        parts = write_parts(failed, run_uri, settings, REJECTED_DIR, "csv")
+    else:  # none: the header-only part, no Spark job
+        parts = [write_empty_part(failed, run_uri, settings, REJECTED_DIR, "csv")]
     rejected = sum(part.rows for part in parts)
     embedded.counts.rejected = rejected
     embedded.counts.featurized = embedded.counts.images - rejected
@@ -226,6 +227,7 @@ def run_embed_stage(
     checked.model.executors = dict(embedded.counters.engines.value)
     checked.model.tasks_with_tensorflow = embedded.counters.tasks_with_tensorflow.value
     job.manifest.counts = embedded.counts
-    sample = write_rejects(embedded, job.uri, job.settings)
+    with job.timer.stage("rejects", watched=False):
+        sample = write_rejects(embedded, job.uri, job.settings)
     check_embedded(embedded, sample, config, allow_none=allow_none)
     return embedded

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 # The driver's stages, in the order a run meets them (manifest timings_seconds).
-DRIVER_STAGES = ("list", "preflight", "load_and_embed", "reduce", "write", "report")
+DRIVER_STAGES = ("list", "preflight", "load_and_embed", "rejects", "reduce", "write", "report")
 # The stages that run in a thread beside them (pipeline.run): their seconds overlap the others'.
 BESIDE_STAGES = ("embeddings", "model_save")
 
