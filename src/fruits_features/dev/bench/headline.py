@@ -116,6 +116,25 @@ def speedup(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def print_targets(engines: dict[str, dict[str, Any]], n: int) -> None:
+    """The issue's two ratios per backbone and engine at ``n``, and the embed stage's at each scaling size."""
+    for engine, measured in engines.items():
+        targets = measured["targets"]
+        print(
+            f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={n}; "
+            "whole job (spark-submit wall) / ONNX Runtime fp32 bare = "
+            f"{targets['job_over_onnxruntime_bare']:.2f}"
+            f"; embed stage / its bare engine = {targets['embed_over_own_bare']:.2f}"
+        )
+        for job in measured["scaling"]:
+            if job["n"] != n:
+                rate = job["n"] / job["timings_seconds"]["load_and_embed"]
+                print(
+                    f"headline: {engine} at N={job['n']}: embed stage / its bare engine = "
+                    f"{rate / measured['ceilings']['model_images_per_s']:.2f}"
+                )
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """`make bench`."""
     sizes = sorted({args.n, *args.scaling})
@@ -202,14 +221,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"where the time goes (N={args.n}, each object GET waiting {low:g}-{high:g} ms):")
     for engine, measured in engines.items():
         print("\n".join(breakdown_lines(engine, measured["job"])))
-    for engine, measured in engines.items():
-        targets = measured["targets"]
-        print(
-            f"headline: {engine} job / its model ceiling = {measured['ratio']:.2f} at N={args.n}; "
-            "whole job (spark-submit wall) / ONNX Runtime fp32 bare = "
-            f"{targets['job_over_onnxruntime_bare']:.2f}"
-            f"; embed stage / its bare engine = {targets['embed_over_own_bare']:.2f}"
-        )
+    print_targets(engines, args.n)
     if "onnxruntime_over_tensorflow" in result:
         both = result["onnxruntime_over_tensorflow"]
         print(f"onnxruntime / tensorflow: job {both['job']:.2f}x, model ceiling {both['model_ceiling']:.2f}x")
