@@ -5,7 +5,7 @@
 #   scripts/setup-system.sh [--check] [--python PYTHON] venv|run|test|bench
 #
 # venv   Python 3.11+ with venv (to create .venv)
-# run    venv + Java 17+; a native LAPACK is recommended (without it Spark's PCA fit is slower)
+# run    venv + Java 17+; a native BLAS/LAPACK is recommended for Spark ML (the PCA fit no longer needs it)
 # bench  as run
 # test   run + Chromium (the report tests) + shellcheck (the script tests) + Node.js with npm
 #        (the IAM policy evaluator the policy tests run)
@@ -108,7 +108,7 @@ describe() {
     chromium) echo "Chromium (the report tests open the page in it; or set CHROMIUM to a browser)" ;;
     shellcheck) echo "shellcheck (the script tests)" ;;
     node) echo "Node.js 18+ with npm (the IAM policy tests' evaluator)" ;;
-    lapack) echo "a native LAPACK (Spark ML's PCA fit)" ;;
+    lapack) echo "a native BLAS/LAPACK for Spark ML (the classifier; the PCA fit uses numpy's own)" ;;
   esac
 }
 
@@ -169,7 +169,7 @@ how_to_install() { # needs...
   fi
 }
 
-lapack_cost="without it Spark's PCA fit falls back to Java code, about 25-40 s more per fit"
+lapack_cost="without it Spark ML's linear algebra (the classifier's) falls back to Java code; the PCA fit does not need it (numpy's own LAPACK, since issue 24; it cost 25-40 s more per fit before)"
 
 # --- check mode ------------------------------------------------------------------------------
 
