@@ -112,8 +112,10 @@ SCALING ?= 250,4000
 S3_LATENCY ?= 20-50
 # The engine bench-knobs and bench-image-size measure (make bench measures both).
 ENGINE ?= onnxruntime
-# The backbone bench-image-size measures (make bench and bench-precision measure both).
+# The backbone bench-image-size and bench-knobs measure (make bench and bench-precision measure both).
 BACKBONE ?= resnet50
+# The knobs bench-knobs measures (comma-separated names, e.g. KNOBS="threads x task.cpus"); empty: all.
+KNOBS ?=
 
 .PHONY: bench
 bench: system-run $(STAMP) $(LITE2_STAMP) ## Benchmark every backbone, engine and precision: ceilings, the job end to end and where its time goes, scaling; prints the CPU; results in bench/results/ (N=1000)
@@ -121,7 +123,7 @@ bench: system-run $(STAMP) $(LITE2_STAMP) ## Benchmark every backbone, engine an
 
 .PHONY: bench-knobs
 bench-knobs: $(STAMP) ## Benchmark each tuning knob (batch size, Arrow batch, partitions, threads) at N images
-	$(PY) scripts/bench.py knobs --n $(N) --engines $(ENGINE)
+	$(PY) scripts/bench.py knobs --n $(N) --engines $(ENGINE) --backbones $(BACKBONE) --knobs "$(KNOBS)"
 
 .PHONY: bench-progress
 bench-progress: $(STAMP) ## Benchmark progress lines every 15 s against none, pair by pair, at N images

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=(20.0, 50.0),
             help="run: each object GET from the local S3 server waits LOW-HIGH ms, as S3's do (0: none)",
         )
+        p.add_argument(
+            "--knobs",
+            type=lambda s: [v.strip() for v in s.split(",") if v.strip()],
+            default=[],
+            help="knobs: only these (comma-separated names, e.g. 'threads x task.cpus'); default all",
+        )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
         p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")
     p = sub.add_parser("scale", help="listing and partitioning at 10k-1M keys on a standalone cluster")

@@ -36,6 +36,8 @@ def cmd_knobs(args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     with staged_images(args.n, args.data, "knobs"):
         for knob, settings in KNOBS.items():
+            if args.knobs and knob not in args.knobs:
+                continue
             results[knob] = []
             for overrides in settings:
                 job = run_job(
@@ -48,12 +50,14 @@ def cmd_knobs(args: argparse.Namespace) -> None:
                 job["setting"] = " ".join(overrides)
                 results[knob].append(job)
                 print(f"{knob}: {overrides} -> {job['images_per_s']:.2f} images/s", flush=True)
+    image_size, backbone = first_backbone(args)
     path = save(
-        "knobs",
+        "knobs" if backbone == "resnet50" else f"knobs-{backbone}",
         {
             "engine": engine,
+            "backbone": backbone,
             "n": args.n,
-            "image_size": first_backbone(args)[0],
+            "image_size": image_size,
             "master": args.master,
             "knobs": results,
         },
