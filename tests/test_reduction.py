@@ -101,6 +101,9 @@ def test_saved_and_loaded_reduction_gives_the_same_components(frame, tmp_path) -
     reduction = fit_reduction(frame, 0.75)
     reduction.model.write().save(tmp_path.as_uri() + "/model")
     loaded = type(reduction)(model=PipelineModel.load(tmp_path.as_uri() + "/model"), k=reduction.k)
+    # The stage folders are named as a fit from Python names them (1_PCA_..., as before the blockwise fit).
+    stages = sorted(p.name.split("_")[1] for p in (tmp_path / "model" / "stages").iterdir())
+    assert stages == ["ElementwiseProduct", "PCA", "StandardScaler", "VectorSlicer"]
 
     before = reduce_features(frame, reduction).toPandas()
     after = reduce_features(frame, loaded).toPandas()

@@ -157,11 +157,12 @@ def built_models(
     from pyspark.ml.wrapper import JavaParams
 
     d, k = fit.pc.shape
-    # The uids Spark's own fit would give them (Identifiable.randomUID("stdScal") and ("pca")).
+    # The uids a fit from Python gives them (the estimators' uids, Identifiable._randomUID): a saved
+    # pipeline's stage folders keep their names (stages/1_PCA_..., as before).
     scaler: StandardScalerModel = JavaParams._from_java(
         JavaParams._new_java_obj(
             "org.apache.spark.ml.feature.StandardScalerModel",
-            f"stdScal_{uuid.uuid4().hex[-12:]}",
+            f"StandardScaler_{uuid.uuid4().hex[-12:]}",
             DenseVector(fit.std),
             DenseVector(fit.mean),
         )
@@ -170,7 +171,7 @@ def built_models(
     pca: PCAModel = JavaParams._from_java(
         JavaParams._new_java_obj(
             "org.apache.spark.ml.feature.PCAModel",
-            f"pca_{uuid.uuid4().hex[-12:]}",
+            f"PCA_{uuid.uuid4().hex[-12:]}",
             DenseMatrix(d, k, fit.pc.ravel(order="F")),
             DenseVector(fit.explained),
         )
