@@ -110,27 +110,15 @@ def task_cpus() -> int:
     return max(1, context.cpus()) if context is not None else machine_cpus()
 
 
-class CountsParam(AccumulatorParam[dict[str, int]]):
-    """Adds up ``{name: count}`` dictionaries (a Python accumulator of counts per name)."""
+class TotalsParam(AccumulatorParam[dict[str, Any]]):
+    """Adds up ``{name: amount}`` dictionaries: tasks per engine, seconds per phase."""
 
-    def zero(self, value: dict[str, int]) -> dict[str, int]:
+    def zero(self, value: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    def addInPlace(self, value1: dict[str, int], value2: dict[str, int]) -> dict[str, int]:  # noqa: N802
-        for name, count in value2.items():
-            value1[name] = value1.get(name, 0) + count
-        return value1
-
-
-class SumsParam(AccumulatorParam[dict[str, float]]):
-    """Adds up ``{name: seconds}`` dictionaries."""
-
-    def zero(self, value: dict[str, float]) -> dict[str, float]:
-        return {}
-
-    def addInPlace(self, value1: dict[str, float], value2: dict[str, float]) -> dict[str, float]:  # noqa: N802
+    def addInPlace(self, value1: dict[str, Any], value2: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         for name, amount in value2.items():
-            value1[name] = value1.get(name, 0.0) + amount
+            value1[name] = value1.get(name, 0) + amount
         return value1
 
 
@@ -164,8 +152,8 @@ class EmbedCounters:
             model_seconds=spark_context.accumulator(0.0),
             rejected=spark_context.accumulator(0),
             tasks_with_tensorflow=spark_context.accumulator(0),
-            engines=spark_context.accumulator({}, CountsParam()),
-            phases=spark_context.accumulator({}, SumsParam()),
+            engines=spark_context.accumulator({}, TotalsParam()),
+            phases=spark_context.accumulator({}, TotalsParam()),
         )
 
 
