@@ -8,8 +8,9 @@ from botocore.exceptions import BotoCoreError
 
 from fault_proxy import FaultPlan, FaultProxy
 from fruits_features.errors import InputError, OutputError
-from fruits_features.io.listing import label_for_key, list_images
-from fruits_features.io.loading import partition_count
+from fruits_features.io.listing import ImageRef, label_for_key, list_images
+from fruits_features.io.loading import keys_frame, partition_count
+from fruits_features.io.partitions import parallelize_evenly
 from fruits_features.io.s3 import (
     BODY_ATTEMPTS,
     S3Settings,
@@ -180,3 +181,23 @@ def test_partition_count_is_one_task_per_core_at_most_20000_images_unless_config
     images: int, parallelism: int, configured: int, expected: int
 ) -> None:
     assert partition_count(images, parallelism, 32, configured) == expected
+
+
+def test_keys_frame_spreads_the_keys_evenly_and_in_order(spark) -> None:
+    refs = [ImageRef(f"s3://b/images/C{i % 7}/{i:05d}.jpg", f"C{i % 7}", None) for i in range(3000)]
+
+    frame = keys_frame(spark, refs, 2)
+
+    assert frame.rdd.glom().map(len).collect() == [1500, 1500]
+    assert [row["path"] for row in frame.collect()] == [ref.path for ref in refs]
+    # the folders of a parallel listing: PySpark's own split would be 32 in one task, 3 to 16 elsewhere
+    assert parallelize_evenly(spark.sparkContext, list(range(131)), 8).glom().map(len).collect() == [
+        16,
+        16,
+        17,
+        16,
+        16,
+        17,
+        16,
+        17,
+    ]

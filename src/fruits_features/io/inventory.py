@@ -37,6 +37,7 @@ from pyspark.sql import SparkSession
 from fruits_features.errors import InputError, InventoryError
 from fruits_features.io.listing import LISTED_DDL, Listing, image_label
 from fruits_features.io.parallel_listing import persisted_listing
+from fruits_features.io.partitions import parallelize_evenly
 from fruits_features.io.s3 import S3Settings, describe_error, iter_keys, plain_etag, read_object, s3_client
 from fruits_features.io.uri import S3Uri
 
@@ -347,7 +348,7 @@ def list_images_from_files(
         )
     slices = max(1, min(len(files), 4 * spark.sparkContext.defaultParallelism))
     listed = spark.createDataFrame(
-        spark.sparkContext.parallelize(files, slices).mapPartitions(rows), LISTED_DDL
+        parallelize_evenly(spark.sparkContext, files, slices).mapPartitions(rows), LISTED_DDL
     )
     listing = persisted_listing(listed, f"cannot read input.{kind} {source}", InputError)
     log.info(

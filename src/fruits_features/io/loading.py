@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits_features.io.listing import ImageRef
+from fruits_features.io.partitions import parallelize_evenly
 from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
 from fruits_features.io.uri import S3Uri
 
@@ -71,10 +72,11 @@ def partition_count(images: int, parallelism: int, batch_size: int, configured: 
 
 
 def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> DataFrame:
-    """The listed images as a ``path, label, etag`` DataFrame over ``partitions`` partitions, in order."""
+    """The listed images as a ``path, label, etag`` DataFrame over ``partitions`` partitions, in
+    order, of sizes that differ by one at most (so that no task of the embed stage is longer
+    than the others)."""
     rows = [(ref.path, ref.label, ref.etag) for ref in images]
-    rdd = spark.sparkContext.parallelize(rows, max(1, partitions))
-    return spark.createDataFrame(rdd, KEYS_SCHEMA)
+    return spark.createDataFrame(parallelize_evenly(spark.sparkContext, rows, partitions), KEYS_SCHEMA)
 
 
 FetchResult = tuple[bytes | None, str | None]

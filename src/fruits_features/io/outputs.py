@@ -32,6 +32,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructType
 
+from fruits_features.io.partitions import parallelize_evenly
 from fruits_features.io.s3 import S3Settings, iter_keys, read_object, s3_client, write_object
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import RunManifest
@@ -194,7 +195,9 @@ def read_parts(
     columns = [f.name for f in schema.fields]
     strings = [f.name for f in schema.fields if f.dataType == StringType()]
     slices = max(1, min(len(uris), 4 * spark.sparkContext.defaultParallelism))
-    files = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris], slices), "uri string")
+    files = spark.createDataFrame(
+        parallelize_evenly(spark.sparkContext, [(u,) for u in uris], slices), "uri string"
+    )
     return files.mapInPandas(
         lambda frames: _read_partition(frames, settings, columns, strings), schema=schema
     )

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from fruits_features.errors import FruitsFeaturesError, InputError, InventoryError
 from fruits_features.io.listing import LISTED_DDL, Listing, image_label
+from fruits_features.io.partitions import parallelize_evenly
 from fruits_features.io.s3 import S3Settings, describe_error, iter_objects, plain_etag, s3_client
 from fruits_features.io.uri import S3Uri
 
@@ -101,7 +102,7 @@ def list_images_in_parallel(
     ]
     context = spark.sparkContext
     slices = max(1, min(len(folders), -(-len(folders) // FOLDERS_PER_TASK), 4 * context.defaultParallelism))
-    rows = context.parallelize(folders, slices).mapPartitions(
+    rows = parallelize_evenly(context, folders, slices).mapPartitions(
         lambda part: listed_rows(part, settings, uri, extensions, labelled_only)
     )
     listed = spark.createDataFrame(rows, LISTED_DDL)
