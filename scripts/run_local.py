@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fruits_features.cli import new_run_id, summary_lines
 from fruits_features.dev.local_s3 import local_s3
-from fruits_features.dev.spark_submit import job_command, job_env
+from fruits_features.dev.spark_submit import driver_java_options, job_command, job_env
 from fruits_features.io.folders import download_folder, upload_folder
 from fruits_features.io.outputs import REPORT_DIR
 from fruits_features.io.s3 import s3_client
@@ -38,6 +38,11 @@ def main() -> int:
     parser.add_argument("--output-dir", default=str(ROOT / "output"))
     parser.add_argument("--images", default=str(SAMPLE), help="a folder of <Class>/<file> images to upload")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--archive-classes",
+        metavar="FILE",
+        help="write the driver JVM's class archive to FILE at its exit (make class-archive)",
+    )
     args = parser.parse_args()
 
     overrides = list(args.overrides)
@@ -50,6 +55,9 @@ def main() -> int:
         overrides.append(f"model.onnx={Path(onnx).resolve()}")
 
     started = time.perf_counter()
+    if args.archive_classes:  # the JVM writes it read-only, and would not replace it
+        Path(args.archive_classes).unlink(missing_ok=True)
+        Path(args.archive_classes).parent.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id()
     images = S3Uri(BUCKET, "images/")
     features = S3Uri(BUCKET, "features/")
@@ -66,6 +74,9 @@ def main() -> int:
             *[arg for item in overrides for arg in ("--set", item)],
             master=args.master,
             config=args.config,
+            java_options=driver_java_options(Path(args.archive_classes), dump=True)
+            if args.archive_classes
+            else None,
         )
         env = job_env()
         print("$ " + " ".join(command), flush=True)

@@ -113,6 +113,6 @@ cat <<EOF
 
   cd $root
   PYSPARK_PYTHON=$venv/bin/python $venv/bin/spark-submit --master 'local[4,4]' --driver-memory 4g \\
-      jobs/extract_features.py --config conf/ec2.yaml \\
+      --driver-java-options -XX:TieredStopAtLevel=1 jobs/extract_features.py --config conf/ec2.yaml \\
       --input s3://BUCKET/fruits-360/Training/ --output s3://BUCKET/features/$engine_args
 EOF

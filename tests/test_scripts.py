@@ -19,6 +19,7 @@ from conftest import sample_classes, upload_sample
 from deploy_support import ROOT, with_environment
 from fruits_features.deploy.package import Package
 from fruits_features.deploy.pins import read_pins
+from fruits_features.dev.spark_submit import driver_java_options, job_command
 from fruits_features.io.folders import download_folder
 from fruits_features.io.uri import S3Uri
 
@@ -519,3 +520,18 @@ def test_setup_as_root_installs_what_is_missing_once_and_quietly(tmp_path: Path)
     assert second.returncode == 0
     assert "installing" not in second.stderr
     assert calls.read_text().count("install -y") == 1  # present now: not installed again
+
+
+def test_the_driver_jvm_runs_c1_only_and_maps_the_class_archive_once_it_exists(tmp_path: Path) -> None:
+    archive = tmp_path / "spark-driver.jsa"
+
+    assert driver_java_options(archive) == "-XX:TieredStopAtLevel=1"
+    assert (
+        driver_java_options(archive, dump=True)
+        == f"-XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit={archive}"
+    )
+    archive.write_bytes(b"")
+    assert driver_java_options(archive) == f"-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile={archive}"
+    command = job_command("extract_features", java_options=driver_java_options(None))
+    assert command[command.index("--driver-java-options") + 1] == "-XX:TieredStopAtLevel=1"
+    assert "--driver-java-options" not in job_command("extract_features", java_options="")
