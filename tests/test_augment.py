@@ -1,0 +1,80 @@
+"""Augmented copies: deterministic per seed, image and copy; the mask keeps the fruit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fruits_features.features.augment import AugmentSpec, augment_image, fruit_mask
+
+SIZE = 64
+
+
+def fruit_on_white() -> tuple[np.ndarray, np.ndarray]:
+    """A red disc of radius 18 (with a small white highlight inside) on white, and the disc less its
+    outermost pixel (the mask's EDGE)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    pixels = np.full((SIZE, SIZE, 3), 255, dtype=np.uint8)
+    pixels[(yy - 30) ** 2 + (xx - 34) ** 2 <= 18**2] = (200, 30, 40)
+    pixels[24:27, 28:31] = 250  # a 3x3 specular highlight, near-white, inside the fruit
+    return pixels, (yy - 30) ** 2 + (xx - 34) ** 2 <= 16.5**2
+
+
+def test_the_mask_keeps_the_fruit_with_its_highlight_and_drops_the_white() -> None:
+    pixels, disc = fruit_on_white()
+
+    mask = fruit_mask(pixels, white_threshold=230, feather=0.0)
+
+    assert mask.shape == (SIZE, SIZE)
+    assert (mask[disc] == 1.0).all()  # the highlight included
+    ring = np.zeros_like(disc)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    ring[(yy - 30) ** 2 + (xx - 34) ** 2 >= 21**2] = True
+    assert (mask[ring] == 0.0).all()
+
+
+def test_background_replacement_changes_the_white_and_leaves_the_fruit() -> None:
+    pixels, disc = fruit_on_white()
+    spec = AugmentSpec(copies=1, background=1.0, feather=0.0)
+
+    out = augment_image(pixels, spec, "s3://b/images/Apple/1.jpg", 1)
+
+    assert out.dtype == np.uint8
+    assert out.shape == pixels.shape
+    np.testing.assert_array_equal(out[disc], pixels[disc])
+    white = ~np.zeros_like(disc)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    white[(yy - 30) ** 2 + (xx - 34) ** 2 < 21**2] = False
+    assert (out[white] < 230).any(axis=-1).mean() > 0.5  # most of the background is no longer white
+
+
+ALL_STEPS = AugmentSpec(copies=2, seed=7, background=1.0, scale=1.0, colour=1.0, equalize=1.0, noise=1.0)
+
+
+def test_a_copy_is_the_same_for_the_same_seed_image_and_copy_and_differs_otherwise() -> None:
+    pixels, _ = fruit_on_white()
+    path = "s3://b/images/Apple/1.jpg"
+
+    first = augment_image(pixels, ALL_STEPS, path, 1)
+
+    np.testing.assert_array_equal(first, augment_image(pixels.copy(), ALL_STEPS, path, 1))
+    for other in (
+        augment_image(pixels, ALL_STEPS, path, 2),
+        augment_image(pixels, ALL_STEPS, "s3://b/images/Apple/2.jpg", 1),
+        augment_image(pixels, dataclasses.replace(ALL_STEPS, seed=8), path, 1),
+    ):
+        assert np.abs(first.astype(int) - other.astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("step", ["scale", "colour", "equalize", "noise"])
+def test_each_step_changes_the_pixels_only_when_it_is_on(step: str) -> None:
+    pixels, _ = fruit_on_white()
+    off = AugmentSpec(copies=1, background=0.0)
+
+    unchanged = augment_image(pixels, off, "p", 1)
+    changed = augment_image(pixels, dataclasses.replace(off, **{step: 1.0}), "p", 1)
+
+    np.testing.assert_array_equal(unchanged, pixels)
+    assert (changed != pixels).any()
