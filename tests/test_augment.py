@@ -78,3 +78,35 @@ def test_each_step_changes_the_pixels_only_when_it_is_on(step: str) -> None:
 
     np.testing.assert_array_equal(unchanged, pixels)
     assert (changed != pixels).any()
+
+
+def test_the_udf_embeds_each_images_copies_beside_it_and_leaves_the_original_alone() -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fruits_features.features.decoding import decode_image
+    from fruits_features.features.udf import EmbedSpec, embed_series, featurize
+
+    spec = EmbedSpec(weights="fake", image_size=32, batch_size=4, threads=1, max_image_pixels=10**7)
+    jpegs = sorted((Path(__file__).parent / "data" / "fruits360-sample").glob("*/*.jpg"))[:2]
+    data = [jpegs[0].read_bytes(), b"not an image", jpegs[1].read_bytes()]
+    paths = ["s3://b/images/A/0.jpg", "s3://b/images/A/bad.jpg", "s3://b/images/B/1.jpg"]
+
+    def model(batch: np.ndarray) -> np.ndarray:  # per image: its mean per channel, 2048 wide
+        return np.tile(batch.mean(axis=(1, 2)), (1, 2048 // 3 + 1))[:, :2048]
+
+    augment = AugmentSpec(copies=2, seed=3, colour=1.0)
+    plain = embed_series(pd.Series(data), spec, model)
+    out = embed_series(pd.Series(data), spec, model, augment=augment, paths=paths)
+
+    assert plain["augmented"].isna().all()
+    assert out["augmented"][1] is None  # not decoded: no copies either
+    for row in (0, 2):
+        np.testing.assert_array_equal(out["features"][row], plain["features"][row])
+        pixels = decode_image(data[row], 32, 10**7)
+        expected = [featurize(model, augment_image(pixels, augment, paths[row], c)[None])[0] for c in (1, 2)]
+        assert len(out["augmented"][row]) == 2
+        for got, want in zip(out["augmented"][row], expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert not np.allclose(out["augmented"][row][0], out["features"][row])

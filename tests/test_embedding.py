@@ -139,7 +139,7 @@ def test_the_next_batch_is_decoded_while_the_model_runs_the_one_before() -> None
 
     assert overlapped == [True]
     assert out["features"].notna().all()
-    assert set(seconds) == {"decode", "prepare_wait", "model"}
+    assert set(seconds) == {"decode", "augment", "prepare_wait", "model"}
     assert seconds["model"] > 0
     assert seconds["decode"] > 0
 

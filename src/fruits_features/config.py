@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fruits_features.config_sections import (
+    AugmentConfig,
     IncrementalConfig,
     ReportConfig,
     S3Config,
@@ -33,6 +34,7 @@ from fruits_features.features.model_paths import default_onnx_location
 from fruits_features.io.uri import S3Uri
 
 __all__ = [
+    "AugmentConfig",
     "ClassifierConfig",
     "IncrementalConfig",
     "InputConfig",
@@ -366,6 +368,7 @@ class JobConfig(Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     s3: S3Config = Field(default_factory=S3Config)
     incremental: IncrementalConfig = Field(default_factory=IncrementalConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     max_rejected_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.05,
         description="A run whose rejected images exceed this fraction of the listed images fails (exit 5, no "
@@ -378,12 +381,17 @@ class JobConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _k_within_the_features(self) -> JobConfig:
+    def _sections_agree(self) -> JobConfig:
         k, features = self.pca.k, self.model.network.feature_dim
         if isinstance(k, int) and k > features:
             raise ValueError(
                 f"pca.k {k} is more components than model.backbone {self.model.backbone} has features "
                 f"({features})"
+            )
+        if self.augment.copies and self.incremental.previous_run:
+            raise ValueError(
+                "augment.copies with incremental.previous_run: an incremental run does not augment yet; "
+                "run it with augment.copies=0, or make a full run"
             )
         return self
 

@@ -1,5 +1,5 @@
-"""The sections of the job's configuration that say how it runs rather than what it computes:
-the report, Spark, S3 and incremental runs; and the base every section shares.
+"""The sections of the job's configuration beside the model, the PCA and the classifier: the
+report, Spark, S3, incremental runs and augmentation; and the base every section shares.
 
 :mod:`fruits_features.config` assembles them into :class:`~fruits_features.config.JobConfig`
 (and re-exports them); like it, this module does no I/O.
@@ -116,4 +116,54 @@ class IncrementalConfig(Section):
         "unchanged ones keep their components exactly, so every row is comparable with the previous run. "
         "`refit`: StandardScaler + PCA (+ classifier) are fitted again on all the images, the unchanged "
         "ones from the previous run's `embeddings/`.",
+    )
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class AugmentConfig(Section):
+    """Augmented copies of every image, embedded beside it: the fruit off Fruits 360's white."""
+
+    copies: Annotated[StrictInt, Field(ge=0, le=16)] = Field(
+        0,
+        description="Augmented copies per image; `0`: none (augmentation off). The executors make each copy "
+        "between decoding and the model, in the same task. `features/` keeps one row per listed image; the "
+        "copies' components go to `augmented/` (`path` of the source image, `copy` 1, 2, ...) and, with "
+        "`output.incremental_base`, their features to `embeddings/` (`copy` > 0). The PCA is fitted on the "
+        "originals only; the classifier trains on its training images and their copies and is tested on "
+        "untouched originals.",
+    )
+    seed: StrictInt = Field(
+        0,
+        description="With the image's path and the copy number, decides every random draw: a rerun or a "
+        "retried task gives the same pixels.",
+    )
+    background: Probability = Field(
+        1.0,
+        description="Probability that a copy's background (near-white, see `white_threshold`) becomes a "
+        "smooth random colour field with noise.",
+    )
+    white_threshold: Annotated[StrictInt, Field(ge=1, le=255)] = Field(
+        230, description="A pixel whose three channels are all at least this is background."
+    )
+    feather: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        1.5, description="The fruit mask's edge softening: a Gaussian radius, in pixels."
+    )
+    scale: Probability = Field(
+        0.0, description="Probability that the fruit is shrunk (see `min_scale`) and moved within the frame."
+    )
+    min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.6, description="The smallest scale of the fruit when `scale` applies."
+    )
+    colour: Probability = Field(
+        0.0, description="Probability that brightness, contrast and saturation are jittered."
+    )
+    colour_strength: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.3, description="How far each of them moves: a factor in `[1 - s, 1 + s]`."
+    )
+    equalize: Probability = Field(0.0, description="Probability of histogram equalisation.")
+    noise: Probability = Field(0.0, description="Probability of Gaussian noise (see `noise_sigma`).")
+    noise_sigma: Annotated[float, Field(ge=0.0, le=64.0)] = Field(
+        8.0, description="The noise's standard deviation, in grey levels."
     )

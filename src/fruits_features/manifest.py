@@ -104,6 +104,7 @@ class Counts:
     rejected: int = 0
     model_images: int = 0
     model_batches: int = 0
+    augmented: int = 0  # augment.copies: the augmented copies embedded (not in images)
     part_files: int = 0
 
 
@@ -144,6 +145,7 @@ class RunManifest:
     )
     pca: PcaSection | None = None
     embeddings: str | None = None  # output.incremental_base: the embeddings/ folder
+    augment: dict[str, Any] | None = None  # augment.copies: the settings, the copies, augmented/
     classifier: dict[str, Any] | None = None
     report: str | None = None
     timings_seconds: dict[str, float] = field(default_factory=dict)

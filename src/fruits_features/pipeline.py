@@ -22,6 +22,7 @@ from fruits_features.io.outputs import EMBEDDINGS_DIR, FEATURES_DIR, PREDICTIONS
 from fruits_features.job_run import JobRun
 from fruits_features.manifest import PcaSection, RunResult
 from fruits_features.reporting.publish import build_report
+from fruits_features.stages.augmented import write_augmented
 from fruits_features.stages.classify import class_counts, run_classifier
 from fruits_features.stages.embed import Embedded, run_embed_stage
 from fruits_features.stages.incremental import (
@@ -90,7 +91,11 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         beside = cleanup.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside"))
         pending: list[Future[None]] = []
         if config.output.incremental_base:
-            pending.append(beside.submit(write_embeddings_stage, job, featurized, rows))
+            pending.append(
+                beside.submit(
+                    write_embeddings_stage, job, featurized, rows, embedded.augmented, config.augment.copies
+                )
+            )
             job.manifest.embeddings = f"{job.uri.join(EMBEDDINGS_DIR)}/"
         if increment is not None and config.incremental.mode == "apply":
             apply_fit(job, config, increment, embedded.featurized, rows)
@@ -103,12 +108,15 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
                 pending.append(beside.submit(save_reduction_stage, job, config, reduction))
 
         reduction, projected = reduce_and_write(job, config, featurized, rows, cleanup, fitted=fitted)
+        copies = None
+        if embedded.augmented is not None:
+            copies = write_augmented(job, config, embedded.augmented, reduction, images=rows, cleanup=cleanup)
 
         classes = class_counts(featurized) if config.classifier.enabled or config.report.enabled else {}
         evaluation = None
         if config.classifier.enabled:
             evaluation, job.manifest.classifier = run_classifier(
-                job, config, reduction=reduction, projected=projected, classes=classes
+                job, config, reduction=reduction, projected=projected, classes=classes, copies=copies
             )
             if evaluation is not None:
                 cleanup.callback(evaluation.predictions.unpersist)
@@ -131,10 +139,14 @@ def run(spark: SparkSession, config: JobConfig, run_id: str) -> RunResult:
         return job.finish(embedded, report=report if config.report.enabled else None)
 
 
-def write_embeddings_stage(job: JobRun, featurized: DataFrame, rows: int) -> None:
-    """Stage ``embeddings``: write ``embeddings/`` and check its rows (run beside the fit)."""
+def write_embeddings_stage(
+    job: JobRun, featurized: DataFrame, rows: int, copies: DataFrame | None = None, per_image: int = 0
+) -> None:
+    """Stage ``embeddings``: write ``embeddings/`` (with ``per_image`` augmented ``copies`` of each
+    image, flagged) and check its rows (run beside the fit)."""
+    expected = rows + (rows * per_image if copies is not None else 0)
     with job.timer.stage("embeddings", watched=False):
-        check_rows("embeddings", write_embeddings(job, featurized), rows)
+        check_rows("embeddings", write_embeddings(job, featurized, copies), expected)
 
 
 def save_reduction_stage(job: JobRun, config: JobConfig, reduction: Reduction) -> None:

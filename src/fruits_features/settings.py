@@ -6,6 +6,7 @@ No Spark and no I/O: the ONNX export tool and the deploy commands build their S3
 from __future__ import annotations
 
 from fruits_features.config import JobConfig
+from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.engines import EmbedSpec
 from fruits_features.io.s3 import S3Settings
 
@@ -36,3 +37,8 @@ def embed_spec(config: JobConfig, s3: S3Settings) -> EmbedSpec:
         precision=config.model.precision,
         backbone=config.model.backbone,
     )
+
+
+def augment_spec(config: JobConfig) -> AugmentSpec | None:
+    """The augmented copies the executors make (``augment``), or ``None`` when ``augment.copies`` is 0."""
+    return AugmentSpec(**config.augment.model_dump()) if config.augment.copies else None

@@ -81,7 +81,11 @@ def fruit_mask(pixels: np.ndarray, white_threshold: int, feather: float) -> np.n
     pixels and softened by a Gaussian of radius ``feather``. A white part of a fruit larger than that
     counts as background.
     """
-    fruit = (pixels < white_threshold).any(axis=-1)
+    fruit: np.ndarray = np.asarray((pixels < white_threshold).any(axis=-1))
+    # The frame's outermost pixels are background: Fruits 360's photos often have a pale, not quite
+    # white line there, which would otherwise show as a stripe around a shrunk copy.
+    fruit[[0, -1], :] = False
+    fruit[:, [0, -1]] = False
     mask = Image.fromarray(np.where(fruit, 255, 0).astype(np.uint8))
     mask = mask.filter(ImageFilter.MaxFilter(CLOSING)).filter(ImageFilter.MinFilter(CLOSING))
     mask = mask.filter(ImageFilter.MinFilter(2 * EDGE + 1))

@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
+from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.backbones import RESNET50, Backbone
-from fruits_features.features.decoding import ImageDecodeError, decode_image
+from fruits_features.features.batches import Augmenting, one_ahead, place_outputs, prepared_batches
 from fruits_features.features.engines import (
     EmbedSpec,
     ModelFn,
@@ -110,6 +111,10 @@ def task_cpus() -> int:
     return max(1, context.cpus()) if context is not None else machine_cpus()
 
 
+# The phases of a task the executors time (seconds, summed over tasks): see EmbedCounters.phases.
+PHASES = ("udf", "model_load", "read", "read_wait", "decode", "augment", "prepare_wait", "model")
+
+
 class TotalsParam(AccumulatorParam[dict[str, Any]]):
     """Adds up ``{name: amount}`` dictionaries: tasks per engine, seconds per phase."""
 
@@ -127,6 +132,8 @@ class EmbedCounters:
     """Driver-side accumulators the UDF adds to: how much work the executors did."""
 
     images: Accumulator[int]
+    # Augmented copies that went through the model (augment.copies per featurized image).
+    augmented: Accumulator[int]
     batches: Accumulator[int]
     decode_seconds: Accumulator[float]
     model_seconds: Accumulator[float]
@@ -139,7 +146,8 @@ class EmbedCounters:
     # Seconds per phase of the tasks (PHASES), summed: "udf" is each task's wall time inside the
     # UDF, "model_load" building the model (0 where the worker had it), "read" the S3 GETs
     # (overlapped, summed over the fetch threads), "read_wait" the prepare thread blocked on
-    # them, "decode" decoding, resizing and preprocessing, "prepare_wait" the model waiting for
+    # them, "decode" decoding, resizing and preprocessing, "augment" making the augmented copies
+    # (in the same thread, overlapped with the model), "prepare_wait" the model waiting for
     # a prepared batch (what the overlap did not hide), "model" inference.
     phases: Accumulator[dict[str, float]]
 
@@ -147,6 +155,7 @@ class EmbedCounters:
     def create(cls, spark_context: Any) -> EmbedCounters:
         return cls(
             images=spark_context.accumulator(0),
+            augmented=spark_context.accumulator(0),
             batches=spark_context.accumulator(0),
             decode_seconds=spark_context.accumulator(0.0),
             model_seconds=spark_context.accumulator(0.0),
@@ -157,65 +166,8 @@ class EmbedCounters:
         )
 
 
-# The phases of a task the executors time (seconds, summed over tasks): see EmbedCounters.phases.
-PHASES = ("udf", "model_load", "read", "read_wait", "decode", "prepare_wait", "model")
-
-
-@dataclass
-class _Prepared:
-    """One model batch, decoded and preprocessed: the rows it fills and the model's input."""
-
-    rows: list[int]
-    inputs: np.ndarray
-
-
-def _prepared_batches(
-    images: Iterable[bytes | None],
-    spec: EmbedSpec,
-    features: list[np.ndarray | None],
-    errors: list[str | None],
-    seconds: dict[str, float],
-) -> Iterator[_Prepared]:
-    """Decode, resize and preprocess ``images`` a model batch at a time, appending a slot per
-    image to ``features`` and ``errors`` (the reason where it cannot be decoded) as it goes."""
-    rows: list[int] = []
-    pixels: list[np.ndarray] = []
-
-    def batch() -> _Prepared:
-        started = time.perf_counter()
-        prepared = _Prepared(list(rows), spec.network.preprocess(np.stack(pixels)))
-        seconds["decode"] += time.perf_counter() - started
-        rows.clear()
-        pixels.clear()
-        return prepared
-
-    for row, data in enumerate(images):
-        features.append(None)
-        errors.append(None)
-        if data is None:  # not fetched, and the load stage recorded why
-            continue
-        started = time.perf_counter()
-        try:
-            pixels.append(decode_image(bytes(data), spec.image_size, spec.max_image_pixels))
-            rows.append(row)
-        except ImageDecodeError as exc:
-            errors[row] = str(exc)
-        seconds["decode"] += time.perf_counter() - started
-        if len(pixels) == spec.batch_size:
-            yield batch()
-    if pixels:
-        yield batch()
-
-
-_END = object()
-
-
-def _one_ahead(items: Iterator[_Prepared], pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
-    """``items``, each computed in ``pool`` while the caller works on the one before."""
-    pending = pool.submit(next, items, _END)
-    while (item := pending.result()) is not _END:
-        pending = pool.submit(next, items, _END)
-        yield item  # type: ignore[misc]
+# What the UDF returns per image.
+EMBEDDED_TYPE = "features array<float>, error string, augmented array<array<float>>"
 
 
 def embed_series(
@@ -226,6 +178,8 @@ def embed_series(
     on_done: Callable[[int], None] | None = None,
     *,
     seconds: dict[str, float] | None = None,
+    augment: AugmentSpec | None = None,
+    paths: list[str] | None = None,
 ) -> pd.DataFrame:
     """Embed one batch of encoded images; the plain-Python core of the UDF.
 
@@ -242,18 +196,30 @@ def embed_series(
         on_done: called with how many more images are finished (featurized or rejected): after
             every model batch, and once at the end for the rejected ones (progress reporting).
         seconds: where to add the time spent preparing (``decode``: decode, resize and
-            preprocess), waiting for a prepared batch (``prepare_wait``: what the overlap did not
-            hide) and in the model (``model``).
+            preprocess; ``augment``: the copies), waiting for a prepared batch (``prepare_wait``:
+            what the overlap did not hide) and in the model (``model``).
+        augment: with ``copies`` > 0, each decoded image's augmented copies
+            (:func:`~fruits_features.features.augment.augment_image`) run through the model too.
+        paths: each image's path, in row order: the copies' random draws depend on it (needed
+            with ``augment``).
 
     Returns:
-        A frame with a row per image: ``features`` (the backbone's floats, or ``None``) and ``error``
-        (``None``, or why the image could not be featurized). A bad image never raises.
+        A frame with a row per image: ``features`` (the backbone's floats, or ``None``), ``error``
+        (``None``, or why the image could not be featurized) and ``augmented`` (the copies'
+        features, copy 1 first, or ``None``). A bad image never raises.
     """
-    timed = {"decode": 0.0, "prepare_wait": 0.0, "model": 0.0}
+    timed = {"decode": 0.0, "augment": 0.0, "prepare_wait": 0.0, "model": 0.0}
     features: list[np.ndarray | None] = []
     errors: list[str | None] = []
+    augmenting = None
+    if augment is not None and augment.copies:
+        if paths is None:
+            raise ValueError("augmented copies need the images' paths")
+        augmenting = Augmenting(augment, paths)
+    copies: dict[int, list[np.ndarray]] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
-        batches = _one_ahead(_prepared_batches(images, spec, features, errors, timed), pool)
+        stream = prepared_batches(images, spec, features, errors, timed, augmenting=augmenting)
+        batches = one_ahead(stream, pool)
         while True:
             started = time.perf_counter()
             prepared = next(batches, None)
@@ -263,13 +229,13 @@ def embed_series(
             started = time.perf_counter()
             outputs = np.asarray(model_fn(prepared.inputs), dtype=np.float32)
             timed["model"] += time.perf_counter() - started
-            for index, vector in zip(prepared.rows, outputs, strict=True):
-                features[index] = vector
+            originals = place_outputs(prepared, outputs, features, copies)
             if counters is not None:
-                counters.images.add(len(prepared.rows))
+                counters.images.add(originals)
+                counters.augmented.add(len(prepared.rows) - originals)
                 counters.batches.add(1)
             if on_done is not None:
-                on_done(len(prepared.rows))
+                on_done(originals)
     rejected = sum(vector is None for vector in features)
     if counters is not None:
         counters.decode_seconds.add(timed["decode"])
@@ -280,7 +246,8 @@ def embed_series(
             seconds[phase] = seconds.get(phase, 0.0) + value
     if on_done is not None and rejected:
         on_done(rejected)
-    return pd.DataFrame({"features": features, "error": errors})
+    augmented = [copies.get(index) for index in range(len(features))]
+    return pd.DataFrame({"features": features, "error": errors, "augmented": augmented})
 
 
 def embed_column(
@@ -291,8 +258,10 @@ def embed_column(
     fetch_threads: int = 8,
     *,
     progress: ProgressEndpoint | None = None,
+    augment: AugmentSpec | None = None,
 ) -> Column:
-    """A struct column ``<features: array<float>, error: string>`` computed from ``paths``.
+    """A struct column ``<features: array<float>, error: string, augmented: array<array<float>>>``
+    computed from ``paths`` (``augmented``: the copies' features with ``augment``, else null).
 
     One Iterator pandas UDF reads the images from S3 (``fetch_threads`` at a time, one Arrow
     batch ahead), decodes them and runs the model: one Python worker per task holds the model,
@@ -307,6 +276,7 @@ def embed_column(
         fetch_threads: objects each task reads at once.
         progress: where to send each task's count of finished images (see
             :mod:`fruits_features.progress`); ``None`` sends nothing.
+        augment: the augmented copies to embed beside each image (``None``: none).
     """
     from pyspark.sql.pandas.functions import pandas_udf
 
@@ -323,7 +293,14 @@ def embed_column(
             model_fn = cached_model_fn(spec, loader)
             seconds["model_load"] += time.perf_counter() - started
             frame = embed_series(
-                reads.contents(), spec, model_fn, counters, on_done=task.add, seconds=seconds
+                reads.contents(),
+                spec,
+                model_fn,
+                counters,
+                on_done=task.add,
+                seconds=seconds,
+                augment=augment,
+                paths=reads.paths,
             )
             frame["error"] = [
                 fetched or decoded for fetched, decoded in zip(reads.errors, frame["error"], strict=True)
@@ -340,5 +317,5 @@ def embed_column(
             counters.engines.add({resolved_engine(spec).describe(): 1})
             counters.phases.add(seconds)
 
-    udf = pandas_udf(embed, "features array<float>, error string")  # type: ignore[call-overload]
+    udf = pandas_udf(embed, EMBEDDED_TYPE)  # type: ignore[call-overload]
     return udf.asNondeterministic()(paths)  # type: ignore[no-any-return]

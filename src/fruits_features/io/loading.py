@@ -99,6 +99,7 @@ class PendingReads:
     """The reads of one batch of paths, in flight: :meth:`contents` hands each over as it lands."""
 
     futures: list[Future[FetchResult]]
+    paths: list[str] = field(default_factory=list)  # what each future reads, in order
     errors: list[str | None] = field(default_factory=list)  # filled as :meth:`contents` goes
     # Each read's own seconds (filled by the fetch threads), and the seconds :meth:`contents`
     # waited for reads not yet landed: the part of S3's latency the read-ahead did not hide.
@@ -140,7 +141,7 @@ def prefetched(batches: Iterable[pd.Series], settings: S3Settings, threads: int)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: PendingReads | None = None
         for paths in batches:
-            scheduled = PendingReads([])
+            scheduled = PendingReads([], paths=list(paths))
             scheduled.futures = [
                 pool.submit(_timed_fetch, client, path, scheduled.read_seconds) for path in paths
             ]

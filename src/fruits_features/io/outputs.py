@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
 EMBEDDINGS_DIR = "embeddings"
+AUGMENTED_DIR = "augmented"  # augment.copies: the copies' components
 PREDICTIONS_DIR = "predictions"
 MODEL_DIR = "model"
 REPORT_DIR = "report"

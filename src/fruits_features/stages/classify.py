@@ -6,7 +6,8 @@ per-row work: ranking the images of each class, fitting, predicting, counting (t
 pairs. Only per-class counts and the ``C x C`` confusion counts reach the driver.
 
 The scaler and PCA are fitted on every featurized image, as the written features are; they never
-see a label. The classifier is fitted on the training images only and evaluated on the rest.
+see a label. The classifier is fitted on the training images only (and, with ``augment.copies``,
+their augmented copies: never a copy of a test image) and evaluated on the rest, originals only.
 """
 
 from __future__ import annotations
@@ -124,16 +125,32 @@ def label_indexer(labels: Sequence[str]) -> StringIndexerModel:
     )
 
 
-def train_classifier(split: DataFrame, labels: Sequence[str], config: ClassifierConfig) -> TrainedClassifier:
-    """Fit a multinomial logistic regression on the training rows of ``split``.
+def training_rows(split: DataFrame, copies: DataFrame | None = None) -> DataFrame:
+    """Stage: the rows the classifier learns from: ``split``'s training rows, and the ``copies``
+    (``path`` of their source image, ``label``, ``COMPONENTS_COL``) of those images only.
+
+    A copy follows its source image's split by its path: no copy of a test image is returned.
+    """
+    training = split.filter(F.col(SPLIT_COL) == TRAIN).select("path", "label", COMPONENTS_COL)
+    if copies is None:
+        return training
+    of_training = copies.join(training.select("path"), on="path", how="left_semi")
+    return training.unionByName(of_training.select("path", "label", COMPONENTS_COL))
+
+
+def train_classifier(
+    split: DataFrame, labels: Sequence[str], config: ClassifierConfig, copies: DataFrame | None = None
+) -> TrainedClassifier:
+    """Fit a multinomial logistic regression on the training rows of ``split`` (and their copies).
 
     Args:
         split: rows with ``label``, ``split`` and ``COMPONENTS_COL``; persist it first, since
             L-BFGS passes over the training rows once per iteration.
         labels: every class, sorted; class ``i`` of the model is ``labels[i]``.
         config: regularisation and iterations.
+        copies: augmented copies, see :func:`training_rows`.
     """
-    training = label_indexer(labels).transform(split.filter(F.col(SPLIT_COL) == TRAIN))
+    training = label_indexer(labels).transform(training_rows(split, copies))
     regression = LogisticRegression(
         family="multinomial",
         featuresCol=COMPONENTS_COL,
@@ -194,7 +211,10 @@ class Evaluation:
 
 
 def train_and_evaluate(
-    projected: DataFrame, class_counts: Mapping[str, int], config: ClassifierConfig
+    projected: DataFrame,
+    class_counts: Mapping[str, int],
+    config: ClassifierConfig,
+    copies: DataFrame | None = None,
 ) -> Evaluation:
     """Split, fit on the training rows, predict every row, evaluate on the test rows.
 
@@ -203,6 +223,7 @@ def train_and_evaluate(
             caller (the split, the fit and the predictions each pass over it).
         class_counts: images per label.
         config: the ``classifier`` section.
+        copies: augmented copies (``path, label, COMPONENTS_COL``): those of training images train too.
 
     Returns:
         The classifier, the predictions (persisted: the caller unpersists them) and the metrics.
@@ -224,7 +245,7 @@ def train_and_evaluate(
         )
 
     split = stratified_split(projected, class_counts, config.train_fraction, config.seed)
-    classifier = train_classifier(split, labels, config)
+    classifier = train_classifier(split, labels, config, copies)
     # Persisted: counted here, then written and sampled for the report.
     predictions = with_predictions(split, classifier.stages()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -260,6 +281,7 @@ def run_classifier(
     reduction: Reduction,
     projected: DataFrame,
     classes: dict[str, int],
+    copies: DataFrame | None = None,
 ) -> tuple[Evaluation | None, dict[str, Any]]:
     """Train, evaluate, write predictions and metrics, save the scoring pipeline.
 
@@ -274,7 +296,7 @@ def run_classifier(
     }
     try:
         with timer.stage("classifier"):
-            evaluation = train_and_evaluate(projected, classes, config.classifier)
+            evaluation = train_and_evaluate(projected, classes, config.classifier, copies)
     except ClassifierError as exc:
         log.warning("classifier skipped: %s", exc)
         return None, {"status": "skipped", "reason": str(exc), **section}
@@ -308,6 +330,8 @@ def run_classifier(
         status="trained",
         classes=len(metrics.labels),
         train_images=evaluation.train_images,
+        # each training image's augmented copies trained beside it (augment.copies)
+        train_copies=evaluation.train_images * config.augment.copies if copies is not None else 0,
         test_images=metrics.test_images,
         accuracy=metrics.accuracy,
         macro_f1=metrics.macro_f1,

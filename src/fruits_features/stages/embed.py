@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from fruits_features import progress
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError, TooManyRejectsError
+from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
 from fruits_features.io.listing import Listing
 from fruits_features.io.loading import keys_frame, partition_count
@@ -24,7 +25,7 @@ from fruits_features.io.s3 import S3Settings
 from fruits_features.io.uri import S3Uri
 from fruits_features.manifest import Counts, StageTimer
 from fruits_features.progress import ProgressEndpoint
-from fruits_features.settings import embed_spec
+from fruits_features.settings import augment_spec, embed_spec
 from fruits_features.stages.preflight import Preflight
 
 if TYPE_CHECKING:
@@ -41,17 +42,23 @@ def embed_images(
     spec: EmbedSpec,
     counters: EmbedCounters,
     fetch_threads: int,
+    *,
     progress: ProgressEndpoint | None = None,
+    augment: AugmentSpec | None = None,
 ) -> DataFrame:
     """Stage: ``path, label, etag`` -> ``path, label, etag, features, error``, reading S3 on the
-    executors.
+    executors; with ``augment``, also ``augmented``: the copies' features (null where ``features``
+    is).
 
     ``features`` is null exactly where ``error`` says why.
     """
     embedded = keys.withColumn(
         "_embedding",
-        embed_column(F.col("path"), spec, counters, fetch_threads=fetch_threads, progress=progress),
+        embed_column(
+            F.col("path"), spec, counters, fetch_threads=fetch_threads, progress=progress, augment=augment
+        ),
     )
+    copies = [F.col("_embedding.augmented").alias("augmented")] if augment is not None else []
     return embedded.select(
         "path",
         "label",
@@ -61,7 +68,17 @@ def embed_images(
             F.col("_embedding.features").isNull(),
             F.coalesce("_embedding.error", F.lit("no features and no reason recorded")),
         ).alias("error"),
+        *copies,
     )
+
+
+def augmented_rows(embedded: DataFrame) -> DataFrame:
+    """Stage: the copies of ``embed_images``' rows, one row each: ``path`` (of the source image),
+    ``label``, ``etag``, ``copy`` (1, 2, ...), ``features``."""
+    exploded = embedded.select(
+        "path", "label", "etag", F.posexplode("augmented").alias("_position", "features")
+    )
+    return exploded.select("path", "label", "etag", (F.col("_position") + 1).alias("copy"), "features")
 
 
 def check_rejects(images: int, rejected: int, sample: list[tuple[str, str]], max_fraction: float) -> None:
@@ -96,6 +113,7 @@ class Embedded:
 
     frame: DataFrame  # path, label, etag, features, error: every listed image
     featurized: DataFrame  # path, label, etag, features: the images with features
+    augmented: DataFrame | None  # path, label, etag, copy, features: augment.copies' copies
     counts: Counts  # rejected and featurized once write_rejects has written them
     counters: EmbedCounters
     partitions: int
@@ -132,8 +150,11 @@ def embed_listing(
     counters = EmbedCounters.create(spark.sparkContext)
     keys = listed_keys(spark, listing, partitions)
     interval = config.progress_interval_seconds
+    augment = augment_spec(config)
     with progress.image_progress("embed", total, interval, spark.sparkContext) as endpoint:
-        embedded = embed_images(keys, spec, counters, config.s3.fetch_threads, endpoint)
+        embedded = embed_images(
+            keys, spec, counters, config.s3.fetch_threads, progress=endpoint, augment=augment
+        )
         # Persisted so that counting, fitting, transforming and writing never run ResNet50 again.
         embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
         try:
@@ -146,13 +167,16 @@ def embed_listing(
             if listing.frame is not None:
                 listing.frame.unpersist()  # the embedded rows are persisted and counted: the keys are done
     log.info("%s", progress.progress_line("embed", images, total, timer.seconds["load_and_embed"]))
-    featurized = embedded.filter(F.col("features").isNotNull()).select("path", "label", "etag", "features")
+    with_features = embedded.filter(F.col("features").isNotNull())
+    featurized = with_features.select("path", "label", "etag", "features")
+    copies = augmented_rows(with_features) if augment is not None else None
     counts = Counts(
         keys_listed=listing.keys_listed,
         keys_skipped=listing.skipped,
         images=images,
         model_images=counters.images.value,
         model_batches=counters.batches.value,
+        augmented=counters.augmented.value,
     )
     embed_seconds = timer.seconds["load_and_embed"]
     log.info(
@@ -162,7 +186,7 @@ def embed_listing(
         embed_seconds,
         images / embed_seconds if embed_seconds else 0.0,
     )
-    return Embedded(embedded, featurized, counts, counters, partitions)
+    return Embedded(embedded, featurized, copies, counts, counters, partitions)
 
 
 def write_rejects(embedded: Embedded, run_uri: S3Uri, settings: S3Settings) -> list[tuple[str, str]]:

@@ -33,7 +33,15 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import InputError
@@ -86,6 +94,8 @@ EMBEDDINGS_SCHEMA = StructType(
     ]
 )
 _STATUS = "_status"
+# embeddings/ of a run with augment.copies: 0 for an image, 1, 2, ... for its augmented copies.
+COPY_COL = "copy"
 
 
 class PreviousRunError(InputError):
@@ -206,7 +216,7 @@ def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Incr
     else:
         listed = keys_frame(spark, listing.images, spark.sparkContext.defaultParallelism)
     index_schema = StructType([StructField("path", StringType()), StructField("etag", StringType())])
-    index = read_parts(spark, job.client, previous.uri.join(EMBEDDINGS_DIR), index_schema, job.settings)
+    index = previous_embeddings(job, previous, index_schema)
     statuses = change_status(listed, index).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = {"new": 0, "changed": 0, "unchanged": 0}
@@ -241,16 +251,33 @@ def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Incr
 def with_unchanged(job: JobRun, increment: Increment, featurized: DataFrame) -> DataFrame:
     """``featurized`` (``path, label, etag, features``: this run's images) and the unchanged images'
     rows of the previous run's ``embeddings/``: every listed image's features."""
-    previous = read_parts(
-        job.spark, job.client, increment.previous.uri.join(EMBEDDINGS_DIR), EMBEDDINGS_SCHEMA, job.settings
-    )
+    previous = previous_embeddings(job, increment.previous, EMBEDDINGS_SCHEMA)
     kept = previous.join(increment.unchanged, "path", "left_semi")
     return kept.unionByName(featurized.select(*EMBEDDINGS_SCHEMA.fieldNames()))
 
 
-def write_embeddings(job: JobRun, featurized: DataFrame) -> list[WrittenPart]:
-    """``<run>/embeddings/part-NNNNN.parquet``: ``path, label, etag, features`` from the executors."""
-    columns = featurized.select(*EMBEDDINGS_SCHEMA.fieldNames())
+def previous_embeddings(job: JobRun, previous: PreviousRun, schema: StructType) -> DataFrame:
+    """The previous run's ``embeddings/`` as ``schema``'s columns, one row per image: a run with
+    ``augment.copies`` also holds its copies there, flagged ``copy`` > 0, which are left out."""
+    folder = previous.uri.join(EMBEDDINGS_DIR)
+    if not previous.manifest.get("augment"):
+        return read_parts(job.spark, job.client, folder, schema, job.settings)
+    flagged = StructType([*schema.fields, StructField(COPY_COL, IntegerType())])
+    rows = read_parts(job.spark, job.client, folder, flagged, job.settings)
+    return rows.filter(F.col(COPY_COL) == 0).drop(COPY_COL)
+
+
+def write_embeddings(
+    job: JobRun, featurized: DataFrame, copies: DataFrame | None = None
+) -> list[WrittenPart]:
+    """``<run>/embeddings/part-NNNNN.parquet``: ``path, label, etag, features`` from the executors;
+    with ``copies`` (``augment.copies``), each row also has ``copy``: 0 for the image itself, 1, 2,
+    ... for its augmented copies (whose ``path`` is the source image's)."""
+    names = EMBEDDINGS_SCHEMA.fieldNames()
+    columns = featurized.select(*names)
+    if copies is not None:
+        flagged = columns.withColumn(COPY_COL, F.lit(0))
+        columns = flagged.unionByName(copies.select(*names, F.col(COPY_COL).cast(IntegerType())))
     return write_parts(columns, job.uri, job.settings, EMBEDDINGS_DIR, "parquet")
 
 
