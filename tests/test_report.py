@@ -1,8 +1,12 @@
-"""The report's drawing and page, from synthetic inputs (no Spark), and in headless Chromium."""
+"""The report's drawing and page, from synthetic inputs (no Spark), and in headless Chromium; its
+augmented examples read from S3, and built end to end by ``build_report``."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +14,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import sample_classes, upload_sample
+from fruits_features.config_files import build_config
+from fruits_features.features.augment import AugmentSpec, augment_image
 from fruits_features.features.decoding import decode_image
+from fruits_features.io.folders import download_folder
+from fruits_features.io.uri import S3Uri
+from fruits_features.reporting.augmentation import (
+    EXAMPLE_COPIES,
+    augmented_example,
+    describe_augmentation,
+)
 from fruits_features.reporting.figures import (
+    AUGMENTED_PNG,
     CONFUSED_CLASSES_PNG,
     CONFUSION_PNG,
     PAIRS_PNG,
     SCATTER_PNG,
     VARIANCE_PNG,
+    augmented_figure,
     confused_classes,
     row_normalised,
 )
-from fruits_features.reporting.gather import spread_classes
-from fruits_features.reporting.inputs import ConfusedExample, ReportInputs
+from fruits_features.reporting.gather import augmented_examples, spread_classes
+from fruits_features.reporting.inputs import AugmentedExample, ConfusedExample, ReportInputs
 from fruits_features.reporting.page import render_html, write_report_folder
+from fruits_features.reporting.publish import build_report
 from fruits_features.stages.metrics import classification_metrics, most_confused
+from fruits_features.stages.reduce import fit_reduction, project
 from report_checks import check_report_folder, open_in_chromium
 
 SAMPLE = Path(__file__).parent / "data" / "fruits360-sample"
@@ -118,7 +136,7 @@ def test_report_folder_holds_the_page_and_every_picture_it_refers_to(tmp_path: P
 @pytest.mark.integration  # a browser
 def test_report_opens_in_headless_chromium_without_errors(tmp_path: Path) -> None:
     folder = tmp_path / "report"
-    write_report_folder(synthetic_inputs(), folder)
+    write_report_folder(with_augmentation(synthetic_inputs()), folder)
 
     open_in_chromium(folder, tmp_path / "screenshot.png", tmp_path)
 
@@ -219,3 +237,182 @@ def test_the_spread_starts_from_the_most_frequent_class() -> None:
 
     assert spread_classes(centroids, {"Apple": 1, "Banana": 9, "Cherry": 1}, 1) == ["Banana"]
     assert spread_classes(centroids, {"Apple": 1, "Banana": 9, "Cherry": 1}, 2) == ["Banana", "Cherry"]
+
+
+# -- augmented examples (augment.copies) ----------------------------------------------------------
+
+SPEC = AugmentSpec(copies=5, seed=11, scale=0.5, colour=0.5, noise=0.5)
+EXAMPLE_SIZE = 64
+
+
+def sample_file(label: str) -> Path:
+    return sorted((SAMPLE / label).glob("*.jpg"))[0]
+
+
+def example_of(label: str, spec: AugmentSpec = SPEC) -> AugmentedExample:
+    original = decode_image(sample_file(label).read_bytes(), EXAMPLE_SIZE, 10**8)
+    return augmented_example(label, f"s3://fruits/images/{label}/{sample_file(label).name}", original, spec)
+
+
+def with_augmentation(inputs: ReportInputs) -> ReportInputs:
+    """``inputs`` of a run with :data:`SPEC`, two classes shown beside their copies."""
+    return dataclasses.replace(inputs, augment=SPEC, augmented=[example_of(LABELS[0]), example_of(LABELS[5])])
+
+
+def test_an_example_holds_augment_images_copies_of_its_path_and_copy_numbers() -> None:
+    example = example_of(LABELS[0])
+
+    assert len(example.copies) == EXAMPLE_COPIES == 3  # 5 copies made, the first 3 shown
+    for copy, pixels in enumerate(example.copies, start=1):
+        expected = augment_image(example.original, SPEC, example.path, copy)
+        np.testing.assert_array_equal(pixels, expected)
+    assert not np.array_equal(example.copies[0], example.original)  # the background at least changed
+    assert not np.array_equal(example.copies[0], example.copies[1])
+    assert len(example_of(LABELS[0], dataclasses.replace(SPEC, copies=2)).copies) == 2
+
+
+def test_the_figure_shows_each_original_then_its_copies_row_by_row() -> None:
+    examples = [example_of(LABELS[0]), example_of(LABELS[5])]
+
+    axes = augmented_figure(examples).axes
+
+    columns = 1 + EXAMPLE_COPIES
+    assert len(axes) == 2 * columns
+    for row, example in enumerate(examples):
+        shown = [example.original, *example.copies]
+        for column, pixels in enumerate(shown):
+            drawn = np.asarray(axes[row * columns + column].images[0].get_array())
+            np.testing.assert_array_equal(drawn, pixels)
+        titles = [axes[row * columns + column].get_title() for column in range(columns)]
+        assert titles == [f"{example.label}\noriginal", "copy 1", "copy 2", "copy 3"]
+
+
+def test_the_sentence_names_the_steps_on_with_their_probabilities_and_the_seed() -> None:
+    spec = AugmentSpec(copies=2, seed=7, background=1.0, scale=0.5, noise=0.25)
+
+    assert describe_augmentation(spec) == (
+        "Each image was embedded with 2 augmented copies (augment.seed 7), with these steps on, each "
+        "taken with its probability: background 1, scale 0.5 (to 60-100% of the frame), "
+        "noise 0.25 (sigma 8 grey levels)."
+    )
+    others = AugmentSpec(copies=1, seed=0, background=0.2, colour=0.3, equalize=0.1)
+    assert describe_augmentation(others) == (
+        "Each image was embedded with 1 augmented copy (augment.seed 0), with these steps on, each "
+        "taken with its probability: background 0.2, colour 0.3 (±30%), equalize 0.1."
+    )
+    nothing = AugmentSpec(copies=3, seed=1, background=0.0)
+    assert describe_augmentation(nothing) == (
+        "Each image was embedded with 3 augmented copies (augment.seed 1), with every step off "
+        "(each copy equals its original)."
+    )
+
+
+def test_with_augmentation_the_page_shows_the_examples_and_names_the_steps(tmp_path: Path) -> None:
+    inputs = with_augmentation(synthetic_inputs())
+
+    written = write_report_folder(inputs, tmp_path)
+
+    assert AUGMENTED_PNG in check_report_folder(tmp_path)
+    assert tmp_path / AUGMENTED_PNG in written
+    page = (tmp_path / "index.html").read_text()
+    assert "<h2>Augmented examples</h2>" in page
+    assert f"<p>{html.escape(describe_augmentation(SPEC))}</p>" in page
+    # Without an example that could be read: the section and its sentence, no picture.
+    unread = render_html(dataclasses.replace(inputs, augmented=[]), {})
+    assert "<h2>Augmented examples</h2>" in unread
+    assert "No example image could be read" in unread
+
+
+def test_without_augmentation_the_report_has_no_augmented_section_nor_picture(tmp_path: Path) -> None:
+    inputs = synthetic_inputs()  # augment None, as settings.augment_spec gives with copies 0
+
+    written = write_report_folder(inputs, tmp_path)
+
+    assert AUGMENTED_PNG not in [path.name for path in written]
+    assert not (tmp_path / AUGMENTED_PNG).exists()
+    page = (tmp_path / "index.html").read_text()
+    assert "Augmented examples" not in page
+    assert "augment.seed" not in page
+
+
+def test_examples_read_from_s3_are_the_executors_pixels_and_a_bad_image_is_skipped(
+    s3, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    label = LABELS[3]
+    key = f"images/{label}/{sample_file(label).name}"
+    s3.put_object(Bucket=bucket, Key=key, Body=sample_file(label).read_bytes())
+    s3.put_object(Bucket=bucket, Key="images/Broken/0_100.jpg", Body=b"not an image")
+    paths = [
+        ("Broken", f"s3://{bucket}/images/Broken/0_100.jpg"),
+        ("Missing", f"s3://{bucket}/images/Missing/0_100.jpg"),
+        (label, f"s3://{bucket}/{key}"),
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="fruits_features.reporting"):
+        examples = augmented_examples(s3, paths, SPEC, image_size=EXAMPLE_SIZE, max_pixels=10**6)
+
+    assert [(e.label, e.path) for e in examples] == [paths[2]]
+    # What an executor computes for this row: the object's bytes decoded at model.image_size, then
+    # augment_image with the row's `path` and each copy number.
+    decoded = decode_image(sample_file(label).read_bytes(), EXAMPLE_SIZE, 10**6)
+    np.testing.assert_array_equal(examples[0].original, decoded)
+    for copy, pixels in enumerate(examples[0].copies, start=1):
+        np.testing.assert_array_equal(pixels, augment_image(decoded, SPEC, f"s3://{bucket}/{key}", copy))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot decode" in w and "Broken/0_100.jpg" in w for w in warnings), warnings
+    assert any("cannot read" in w and "Missing/0_100.jpg" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("copies", [2, 0], ids=["augment on", "augment off"])
+def test_the_run_report_reads_and_shows_augmented_examples_only_with_augmentation(
+    copies: int, spark, s3, s3_wire, bucket: str, tmp_path: Path
+) -> None:
+    classes = sample_classes(3)
+    upload_sample(s3, bucket, "images", classes)
+    s3.put_object(Bucket=bucket, Key="images/Broken/0_100.jpg", Body=b"not an image")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="images/")["Contents"])
+    rng = np.random.default_rng(0)
+    featurized = spark.createDataFrame(
+        [(f"s3://{bucket}/{key}", key.split("/")[1], rng.normal(size=8).tolist()) for key in keys],
+        "path string, label string, features array<float>",
+    )
+    reduction = fit_reduction(featurized, 2)
+    counts = {row["label"]: row["count"] for row in featurized.groupBy("label").count().collect()}
+    config = build_config(
+        {
+            "input": {"uri": f"s3://{bucket}/images/"},
+            "output": {"uri": f"s3://{bucket}/out/"},
+            "model": {"image_size": 64},
+            "augment": {"copies": copies, "seed": 3, "colour": 0.5},
+        }
+    )
+
+    with s3_wire.recording(bucket) as requests:
+        build_report(
+            config,
+            manifest=synthetic_manifest(),
+            reduction=reduction,
+            projected=project(featurized, reduction),
+            classes=counts,
+            evaluation=None,
+            client=s3,
+            run_uri=S3Uri(bucket, "out/run-1"),
+        )
+
+    images_read = [r.key for r in requests if r.method == "GET" and r.key.startswith("images/")]
+    download_folder(s3, S3Uri(bucket, "out/run-1/report"), tmp_path)
+    shown = check_report_folder(tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    if copies:
+        # Four classes, as many as the report shows: each one's first key by name, one GET each,
+        # the broken image's too (skipped, the report written all the same).
+        labels = [*classes, "Broken"]
+        assert images_read == [min(k for k in keys if k.split("/")[1] == label) for label in labels]
+        assert AUGMENTED_PNG in shown
+        assert "<h2>Augmented examples</h2>" in page
+        assert "augment.seed 3" in page
+    else:
+        assert images_read == []
+        assert AUGMENTED_PNG not in shown
+        assert not (tmp_path / AUGMENTED_PNG).exists()
+        assert "Augmented examples" not in page

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fruits_features.reporting.inputs import ConfusedExample, ReportInputs
+from fruits_features.reporting.inputs import AugmentedExample, ConfusedExample, ReportInputs
 from fruits_features.stages.metrics import Confusion, Metrics
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ SCATTER_PNG = "components.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSED_CLASSES_PNG = "confused_classes.png"
 PAIRS_PNG = "confused_pairs.png"
+AUGMENTED_PNG = "augmented_examples.png"
 _DPI = 100
 # Class names on the axes of the whole confusion matrix up to this many classes; beyond, the
 # zoomed matrix names the classes that matter.
@@ -202,6 +203,19 @@ def pairs_figure(examples: Sequence[ConfusedExample]) -> Figure:
     return figure
 
 
+def augmented_figure(examples: Sequence[AugmentedExample]) -> Figure:
+    """A grid, one row per image: the original, then its copies 1, 2, ... (the axes row by row)."""
+    rows, columns = len(examples), 1 + max(len(example.copies) for example in examples)
+    figure = _figure(2.1 * columns + 0.3, 2.3 * rows + 0.6)
+    for row, example in enumerate(examples):
+        shown = [(example.original, f"{_short(example.label)}\noriginal")]
+        shown += [(pixels, f"copy {n}") for n, pixels in enumerate(example.copies, start=1)]
+        for column, (pixels, title) in enumerate(shown):
+            _thumbnail(figure.add_subplot(rows, columns, row * columns + column + 1), pixels, title)
+    figure.suptitle("Augmented copies beside their originals, as the model was given them")
+    return figure
+
+
 def _thumbnail(axes: Any, pixels: np.ndarray | None, title: str) -> None:
     axes.set_axis_off()
     axes.set_title(title, fontsize=8)
@@ -244,4 +258,6 @@ def draw(inputs: ReportInputs, folder: Path) -> dict[str, Path]:
             pictures[CONFUSED_CLASSES_PNG] = confused_classes_figure(inputs.metrics, classes)
     if inputs.examples:
         pictures[PAIRS_PNG] = pairs_figure(inputs.examples)
+    if inputs.augmented:
+        pictures[AUGMENTED_PNG] = augmented_figure(inputs.augmented)
     return {name: save_png(figure, folder / name) for name, figure in pictures.items()}

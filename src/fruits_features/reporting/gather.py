@@ -1,5 +1,5 @@
 """Gathering the report's inputs with Spark and S3, every result bounded (a sample of points per
-class, a few thumbnails)."""
+class, a few thumbnails, a few augmented examples)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.decoding import ImageDecodeError, decode_image
 from fruits_features.io.s3 import describe_error, read_object
 from fruits_features.io.uri import S3Uri
-from fruits_features.reporting.inputs import ConfusedExample
+from fruits_features.reporting.augmentation import augmented_example
+from fruits_features.reporting.inputs import AugmentedExample, ConfusedExample
 from fruits_features.stages.classify import PREDICTED_COL, SPLIT_COL, TEST, TRAIN
 from fruits_features.stages.metrics import Confusion
 from fruits_features.stages.reduce import COMPONENTS_COL
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 100  # Fruits 360's own size
+THUMBNAIL_MAX_PIXELS = 50_000_000
 
 
 # -- gathering (Spark, S3; every result bounded) ------------------------------------------------
@@ -122,12 +125,19 @@ def example_paths(
     return [(wrong.get(cell), references.get(cell[1])) for cell in cells]
 
 
-def fetch_thumbnail(client: S3Client, path: str | None, size: int = THUMBNAIL_SIZE) -> np.ndarray | None:
-    """An image from S3, decoded and resized for the report; ``None`` (logged) if it cannot be had."""
+def fetch_thumbnail(
+    client: S3Client,
+    path: str | None,
+    size: int = THUMBNAIL_SIZE,
+    *,
+    max_pixels: int = THUMBNAIL_MAX_PIXELS,
+) -> np.ndarray | None:
+    """An image from S3, decoded and resized for the report (:func:`decode_image` with ``size`` and
+    ``max_pixels``); ``None`` (logged as a warning) if it cannot be read or decoded."""
     if path is None:
         return None
     try:
-        return decode_image(read_object(client, S3Uri.parse(path)), size, max_pixels=50_000_000)
+        return decode_image(read_object(client, S3Uri.parse(path)), size, max_pixels=max_pixels)
     except (ClientError, BotoCoreError, Boto3Error) as exc:
         log.warning("report: cannot read %s: %s", path, describe_error(exc))
     except ImageDecodeError as exc:
@@ -152,4 +162,41 @@ def confused_examples(
                 reference=fetch_thumbnail(client, reference_path),
             )
         )
+    return examples
+
+
+def first_paths(projected: DataFrame, classes: Sequence[str]) -> list[tuple[str, str]]:
+    """``(label, path)`` of each of ``classes``' first image by path, in name order (one row per
+    class reaches the driver). A class without images is left out."""
+    if not classes:
+        return []
+    rows = (
+        projected.filter(F.col("label").isin(list(classes)))
+        .groupBy("label")
+        .agg(F.min("path").alias("path"))
+        .collect()
+    )
+    return sorted((row["label"], row["path"]) for row in rows)
+
+
+def augmented_examples(
+    client: S3Client,
+    paths: Sequence[tuple[str, str]],
+    spec: AugmentSpec,
+    *,
+    image_size: int,
+    max_pixels: int,
+) -> list[AugmentedExample]:
+    """Each ``(label, path)`` read from S3 by the driver, decoded as the executors decode it
+    (``model.image_size``, ``model.max_image_pixels``), beside its first augmented copies
+    (:func:`~fruits_features.reporting.augmentation.augmented_example`).
+
+    An image that cannot be read or decoded is left out, with a warning: the report goes on.
+    """
+    examples = []
+    for label, path in paths:
+        pixels = fetch_thumbnail(client, path, image_size, max_pixels=max_pixels)
+        if pixels is not None:
+            examples.append(augmented_example(label, path, pixels, spec))
+    log.info("report: %d of %d augmented examples read", len(examples), len(paths))
     return examples

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.backbones import BACKBONES, RESNET50
 from fruits_features.stages.metrics import Confusion, Metrics
 
@@ -38,6 +39,24 @@ class ConfusedExample:
     reference: np.ndarray | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class AugmentedExample:
+    """An original image beside its first augmented copies, the pixels the model was given.
+
+    Attributes:
+        label: the image's class.
+        path: the image's ``s3://`` path, as the job's ``path`` column holds it (the copies' random
+            draws depend on it).
+        original: the decoded image, uint8 ``(s, s, 3)`` at ``model.image_size``.
+        copies: copies 1, 2, ... of it, each as the executors made it.
+    """
+
+    label: str
+    path: str
+    original: np.ndarray = field(repr=False)
+    copies: tuple[np.ndarray, ...] = field(default=(), repr=False)
+
+
 # -- drawing (pure) -----------------------------------------------------------------------------
 
 
@@ -51,6 +70,8 @@ class ReportInputs:
         scatter: ``label, pc_1, pc_2`` of a bounded sample, or ``None``.
         metrics: the classifier's evaluation, or ``None`` without a classifier.
         examples: the most-confused pairs with thumbnails.
+        augment: what the ``augment`` section asked for, or ``None`` when augmentation was off.
+        augmented: a few images beside their augmented copies (with ``augment`` only).
     """
 
     manifest: Mapping[str, Any]
@@ -58,6 +79,8 @@ class ReportInputs:
     scatter: pd.DataFrame | None = None
     metrics: Metrics | None = None
     examples: Sequence[ConfusedExample] = ()
+    augment: AugmentSpec | None = None
+    augmented: Sequence[AugmentedExample] = ()
 
     @property
     def backbone_title(self) -> str:

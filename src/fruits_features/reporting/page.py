@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fruits_features.reporting.augmentation import describe_augmentation
 from fruits_features.reporting.figures import (
+    AUGMENTED_PNG,
     CONFUSED_CLASSES_PNG,
     CONFUSION_PNG,
     PAIRS_PNG,
@@ -169,11 +171,33 @@ def render_html(inputs: ReportInputs, pictures: Mapping[str, Path]) -> str:
         _variance_html(pca, pictures, inputs.backbone_title),
         "<h2>The first two components</h2>",
         scatter or '<p class="muted">No sample to show.</p>',
+        _augmented_html(inputs, pictures),
         _classifier_html(inputs, m.get("classifier") or {}, pictures),
         _run_html(m),
         "</body></html>",
     ]
     return "\n".join(part for part in parts if part) + "\n"
+
+
+def _augmented_html(inputs: ReportInputs, pictures: Mapping[str, Path]) -> str:
+    """The augmented examples' section; none when augmentation was off."""
+    if inputs.augment is None:
+        return ""
+    figure = _figure_html(
+        AUGMENTED_PNG,
+        pictures,
+        "Images beside their augmented copies",
+        "Each row: the first image (by path) of one of a few classes chosen to show the spread, then "
+        "its first copies, made by the same function, from the same seed, path and copy number as "
+        "the executors made them for the model.",
+    )
+    return "\n".join(
+        [
+            "<h2>Augmented examples</h2>",
+            f"<p>{_e(describe_augmentation(inputs.augment))}</p>",
+            figure or '<p class="muted">No example image could be read (the log says why).</p>',
+        ]
+    )
 
 
 def _classifier_html(
