@@ -146,6 +146,10 @@ bench-output-format: $(STAMP) ## Benchmark CSV against Parquet output on the dev
 bench-precision: $(STAMP) $(LITE2_STAMP) ## Benchmark what bf16 and the backbone change: the classifier's accuracy on the dev set per backbone, engine and precision
 	$(PY) scripts/bench.py precision
 
+.PHONY: bench-robustness
+bench-robustness: $(STAMP) $(LITE2_STAMP) ## Benchmark the classifier on the held-out dev images, white and on backgrounds augmentation never uses, per backbone, augmentation off and on (and its cost)
+	$(PY) scripts/bench.py robustness --engines onnxruntime
+
 .PHONY: bench-image-size
 bench-image-size: $(STAMP) $(LITE2_STAMP) ## Benchmark image sizes (BACKBONE resnet50: 224 against 100 px; efficientnet_lite2: 260 against 224): throughput and classifier accuracy on the dev set
 	$(PY) scripts/bench.py image-size --engines $(ENGINE) --backbones $(BACKBONE)

@@ -1,8 +1,8 @@
 """`make bench*`: the benchmarks of fruits_features.dev.bench, one subcommand each.
 
-`run` (make bench), `knobs`, `image-size`, `progress`, `output-format`, `precision`, `scale`; each
-writes JSON under bench/results/ and prints a table (see the package's docstring for what each
-measures). `_ceilings` and `_scale_driver` are run by the benchmarks themselves, in processes of
+`run` (make bench), `knobs`, `image-size`, `progress`, `output-format`, `precision`, `robustness`,
+`scale`; each writes JSON under bench/results/ and prints a table (see the package's docstring for
+what each measures). `_ceilings` and `_scale_driver` are run by the benchmarks themselves, in processes of
 their own.
 """
 
@@ -21,6 +21,7 @@ from fruits_features.dev.bench.knobs import cmd_knobs
 from fruits_features.dev.bench.output_format import cmd_output_format
 from fruits_features.dev.bench.precision import cmd_precision
 from fruits_features.dev.bench.progress_lines import cmd_progress
+from fruits_features.dev.bench.robustness import cmd_robustness
 from fruits_features.dev.bench.scale import SCALE_DRIVER, cmd_scale, scale_driver
 
 JOB_BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -30,6 +31,7 @@ JOB_BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "progress": cmd_progress,
     "output-format": cmd_output_format,
     "precision": cmd_precision,
+    "robustness": cmd_robustness,
     CEILINGS_COMMAND: measure_ceilings,
 }
 
@@ -94,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
         p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")
+        p.add_argument(
+            "--copies",
+            type=sizes,
+            default=[0, 1],
+            help="robustness: the augment.copies values compared (0: augmentation off)",
+        )
     p = sub.add_parser("scale", help="listing and partitioning at 10k-1M keys on a standalone cluster")
     p.set_defaults(handler=cmd_scale)
     p.add_argument("--keys", type=sizes, default=[10_000, 100_000, 1_000_000])

@@ -22,8 +22,10 @@ throughput and the accuracy of a job's own classifier on the components, fixed s
 (the job with progress lines every 15 s against none, in turn, pair by pair), `output-format` (the
 dev set written as CSV and as Parquet: the features' size and the write stage), `precision` (the
 job's classifier on the dev set with ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16, same
-split), `scale` (the job's listing and partitioning of 10k to 1M keys from a generated S3 Inventory
-report and key list, and the sequential listing for contrast, by a spark-submit driver on a local
-standalone cluster: time, the driver's peak memory, the executors' CPU; no images, no model). Each
-writes JSON (and `run` a PNG) under bench/results/ and prints a table.
+split), `robustness` (the classifier trained with and without augmentation, scored on held-out dev
+images on white and composited onto backgrounds the augmentation never uses), `scale` (the job's
+listing and partitioning of 10k to 1M keys from a generated S3 Inventory report and key list, and
+the sequential listing for contrast, by a spark-submit driver on a local standalone cluster: time,
+the driver's peak memory, the executors' CPU; no images, no model). Each writes JSON (and `run` and
+`robustness` a PNG) under bench/results/ and prints a table.
 """

@@ -234,6 +234,7 @@ def run_job(prefix: str, n: int, weights: str, overrides: list[str], master: str
         "partitions": spark.get("partitions"),
         "task_slots": max(1, int(spark.get("default_parallelism") or 1) // max(1, task_cpus)),
         "model_images": manifest["counts"]["model_images"],
+        "augmented_images": manifest["counts"].get("augmented", 0),  # copies through the model
         "featurized": manifest["counts"]["featurized"],
         "peak_memory_mib": {role: sampler.peak(f"max:{role}") for role in JOB_ROLES},
         "cpu_seconds": {role: round(seconds, 1) for role, seconds in cpu.items()},
