@@ -121,14 +121,21 @@ def _placed(
     return placed, placed_mask
 
 
-def augment_image(pixels: np.ndarray, spec: AugmentSpec, path: str, copy: int) -> np.ndarray:
+def augment_image(
+    pixels: np.ndarray, spec: AugmentSpec, path: str, copy: int, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Copy ``copy`` (1, 2, ...) of the decoded image at ``path``: uint8 RGB ``(h, w, 3)`` in, the
-    same shape out. Deterministic: the same arguments give the same pixels."""
+    same shape out. Deterministic: the same arguments give the same pixels.
+
+    ``mask``: the image's :func:`fruit_mask` with ``spec``'s settings, where the caller makes several
+    copies of one image (computed here when not given).
+    """
     rng = copy_rng(spec.seed, path, copy)
     # The steps' coin flips come first, so that one step's probability never changes which of the
     # others run.
     draws = rng.random(5)
-    mask = fruit_mask(pixels, spec.white_threshold, spec.feather)
+    if mask is None:
+        mask = fruit_mask(pixels, spec.white_threshold, spec.feather)
     image = pixels
     if draws[0] < spec.scale:
         image, mask = _placed(rng, image, mask, spec.min_scale)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fruits_features.features.augment import AugmentSpec, augment_image
+from fruits_features.features.augment import AugmentSpec, augment_image, fruit_mask
 from fruits_features.features.decoding import ImageDecodeError, decode_image
 from fruits_features.features.engines import EmbedSpec
 
@@ -74,8 +74,10 @@ def prepared_batches(
         rows.append((row, 0))
         if augmenting is not None:
             started = time.perf_counter()
-            for copy in range(1, augmenting.spec.copies + 1):
-                pixels.append(augment_image(decoded, augmenting.spec, augmenting.paths[row], copy))
+            settings, path = augmenting.spec, augmenting.paths[row]
+            mask = fruit_mask(decoded, settings.white_threshold, settings.feather)  # once for all copies
+            for copy in range(1, settings.copies + 1):
+                pixels.append(augment_image(decoded, settings, path, copy, mask))
                 rows.append((row, copy))
             seconds["augment"] += time.perf_counter() - started
         if len(pixels) >= spec.batch_size:
