@@ -186,7 +186,9 @@ def embed_series(
     A thread decodes, resizes and preprocesses model batch *k+1* (waiting for its reads where
     ``images`` is a stream of them) while the model runs batch *k*: Pillow and numpy release the
     GIL, so the two overlap. Memory stays bounded by two model batches of decoded images whatever
-    the Arrow batch size, and the model starts as soon as its first batch has arrived.
+    the Arrow batch size, and the model starts as soon as its first batch has arrived. An image's
+    augmented copies follow it into the same batch, which can so exceed ``model.batch_size`` by
+    ``augment.copies`` inputs at most.
 
     Args:
         images: image bytes (``None`` where the bytes could not be fetched), in row order.
