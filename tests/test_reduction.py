@@ -7,7 +7,13 @@ import pytest
 
 from fruits_features.config_files import apply_overrides, build_config
 from fruits_features.errors import ConfigError
-from fruits_features.stages.pca_fit import Moments, block_moments, standardized_pca
+from fruits_features.stages.pca_fit import (
+    Moments,
+    block_moments,
+    collects_directly,
+    fit_moments,
+    standardized_pca,
+)
 from fruits_features.stages.reduce import (
     component_signs,
     components_for_variance,
@@ -247,6 +253,23 @@ def test_moments_of_blocks_add_up_to_the_moments_of_all_rows() -> None:
     np.testing.assert_allclose(parts.gram, whole.gram)
     again = Moments.from_bytes(*parts.to_bytes())
     np.testing.assert_array_equal(again.gram, parts.gram)
+
+
+@pytest.mark.parametrize(("partitions", "direct"), [(2, True), (7, False)])
+def test_the_moments_are_the_same_collected_at_once_or_summed_in_a_tree(
+    spark, partitions: int, direct: bool
+) -> None:
+    """A few partitions' partial moments come to the driver in one Arrow collect, many meet in a
+    tree: both give the moments of all the rows."""
+    values = skewed_features(rows=50, dimension=6, seed=3)
+    rows = [(f"s3://b/i/K/{i}.jpg", [float(v) for v in row]) for i, row in enumerate(values)]
+    frame = spark.createDataFrame(rows, "path string, features array<float>").repartition(partitions)
+    assert collects_directly(partitions) is direct
+    got = fit_moments(frame)
+    want = block_moments(values.astype(np.float64))
+    assert got.rows == want.rows == 50
+    np.testing.assert_allclose(got.sums, want.sums, rtol=1e-12)
+    np.testing.assert_allclose(got.gram, want.gram, rtol=1e-12)
 
 
 def test_a_fit_needs_two_rows_and_a_k_within_the_features() -> None:
