@@ -183,13 +183,18 @@ def test_partition_count_is_one_task_per_core_at_most_20000_images_unless_config
     assert partition_count(images, parallelism, 32, configured) == expected
 
 
-def test_keys_frame_spreads_the_keys_evenly_and_in_order(spark) -> None:
+def test_keys_frame_spreads_the_keys_evenly_and_in_order(spark, capsys: pytest.CaptureFixture[str]) -> None:
     refs = [ImageRef(f"s3://b/images/C{i % 7}/{i:05d}.jpg", f"C{i % 7}", None) for i in range(3000)]
 
-    frame = keys_frame(spark, refs, 2)
+    frame = keys_frame(spark, refs, 2)  # one partition per core: a local relation, no Python worker
+    other = keys_frame(spark, refs[:1001], 3)  # any other count: pickled rows, through Python workers
 
     assert frame.rdd.glom().map(len).collect() == [1500, 1500]
+    assert other.rdd.glom().map(len).collect() == [333, 334, 334]
     assert [row["path"] for row in frame.collect()] == [ref.path for ref in refs]
+    assert [row["path"] for row in other.collect()] == [ref.path for ref in refs[:1001]]
+    frame.explain()
+    assert "LocalTableScan" in capsys.readouterr().out
     # the folders of a parallel listing: PySpark's own split would be 32 in one task, 3 to 16 elsewhere
     assert parallelize_evenly(spark.sparkContext, list(range(131)), 8).glom().map(len).collect() == [
         16,

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits_features.io.listing import ImageRef
-from fruits_features.io.partitions import parallelize_evenly
+from fruits_features.io.partitions import frame_evenly
 from fruits_features.io.s3 import S3Settings, describe_error, read_object, s3_client
 from fruits_features.io.uri import S3Uri
 
@@ -76,7 +76,7 @@ def keys_frame(spark: SparkSession, images: list[ImageRef], partitions: int) -> 
     order, of sizes that differ by one at most (so that no task of the embed stage is longer
     than the others)."""
     rows = [(ref.path, ref.label, ref.etag) for ref in images]
-    return spark.createDataFrame(parallelize_evenly(spark.sparkContext, rows, partitions), KEYS_SCHEMA)
+    return frame_evenly(spark, rows, KEYS_SCHEMA, partitions)
 
 
 FetchResult = tuple[bytes | None, str | None]
