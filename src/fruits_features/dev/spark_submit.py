@@ -33,7 +33,8 @@ def driver_java_options(archive: Path | None = CLASS_ARCHIVE, *, dump: bool = Fa
     """
     options = [DRIVER_JIT]
     if archive is not None and dump:
-        options.append(f"-XX:ArchiveClassesAtExit={archive}")
+        # Quiet: the JVM warns once per class it leaves out (signed jars, generated classes).
+        options += [f"-XX:ArchiveClassesAtExit={archive}", "-Xlog:cds*=error"]
     elif archive is not None and archive.exists():
         options.append(f"-XX:SharedArchiveFile={archive}")
     return " ".join(options)
