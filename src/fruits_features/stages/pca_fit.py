@@ -142,10 +142,10 @@ DIRECT_PARTIALS = 5
 _PARTIALS_SCHEMA = "rows long, sums binary, gram binary"
 
 
-def collects_directly(partitions: int, arrow_collect: bool = True) -> bool:
+def collects_directly(partitions: int) -> bool:
     """Whether the partials of ``partitions`` partitions come to the driver in one Arrow collect
     (``DataFrame.toArrow``, PySpark 4 on) rather than through ``treeAggregate``."""
-    return arrow_collect and partitions <= DIRECT_PARTIALS
+    return partitions <= DIRECT_PARTIALS
 
 
 def fit_moments(featurized: DataFrame, features_col: str = "features") -> Moments:
@@ -159,7 +159,8 @@ def fit_moments(featurized: DataFrame, features_col: str = "features") -> Moment
     """
     partials = featurized.select(features_col).mapInArrow(_partition_moments, _PARTIALS_SCHEMA)
     total: Moments | None = None
-    if collects_directly(featurized.rdd.getNumPartitions(), hasattr(partials, "toArrow")):
+    # PySpark 3.5 has no toArrow: there the fit runs as it always did, partitions not even asked.
+    if hasattr(partials, "toArrow") and collects_directly(featurized.rdd.getNumPartitions()):
         for row in partials.toArrow().to_pylist():
             total = _add_moments(total, Moments.from_bytes(row["rows"], row["sums"], row["gram"]))
     else:
