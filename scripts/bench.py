@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="knobs: only these (comma-separated names, e.g. 'threads x task.cpus'); default all",
         )
         p.add_argument("--onnx", help="the ONNX file (_ceilings only)")
+        p.add_argument("--objects", help="an s3:// prefix whose GETs to time (_ceilings only)")
         p.add_argument("--pairs", type=int, default=3, help="progress: on/off pairs")
         p.add_argument(
             "--copies",

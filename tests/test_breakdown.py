@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from fruits_features.dev import local_s3
-from fruits_features.dev.bench.breakdown import breakdown, breakdown_lines, ratios
+from fruits_features.dev.bench.breakdown import breakdown, breakdown_lines, cpu_budget, ratios
+from fruits_features.dev.bench.ceilings import get_cpu
 
 JOB: dict[str, Any] = {
     "n": 1000,
@@ -70,6 +71,39 @@ def test_the_targets_are_the_whole_job_against_onnxruntime_and_the_stage_against
     targets = ratios(JOB, own_ceiling=30.0, onnxruntime_ceiling=25.0)
     assert targets["job_over_onnxruntime_bare"] == pytest.approx(1000 / 60 / 25)
     assert targets["embed_over_own_bare"] == pytest.approx(1000 / 40 / 30)
+
+
+def test_the_cpu_each_image_needs_beside_the_model_bounds_the_embed_stage() -> None:
+    # 50 images/s on 2 cores: 40 CPU ms per image; decoding 400/s on one core: 2.5 ms.
+    ceiling = {
+        "model_images_per_s": 50.0,
+        "decode_images_per_s": 400.0,
+        "get_cpu_ms": 1.5,
+        "s3_server_cpu_ms_per_get": 4.0,
+    }
+    budget = cpu_budget(ceiling, cores=2)
+    assert (budget["model"], budget["decode"], budget["get"], budget["s3_server"]) == (40.0, 2.5, 1.5, 4.0)
+    assert budget["embed_bound"] == pytest.approx(40 / 48)
+    assert budget["embed_bound_on_aws"] == pytest.approx(40 / 44)
+    # Without the GETs measured (no --objects), decoding alone bounds it.
+    bare = cpu_budget({"model_images_per_s": 50.0, "decode_images_per_s": 400.0}, cores=2)
+    assert bare["embed_bound"] == bare["embed_bound_on_aws"] == pytest.approx(40 / 42.5)
+
+
+def test_the_get_cpu_is_measured_over_the_objects_the_job_would_read(
+    s3: Any, s3_wire: Any, bucket: str
+) -> None:
+    for i in range(12):
+        s3.put_object(Bucket=bucket, Key=f"images/Apple/{i}.jpg", Body=b"x" * 100)
+    s3.put_object(Bucket=bucket, Key="elsewhere/0.jpg", Body=b"x")
+    with s3_wire.recording(bucket) as requests:
+        gets, cpu_ms = get_cpu(f"s3://{bucket}/images/", limit=10)
+    assert gets == 10
+    assert cpu_ms > 0
+    read = [r.key for r in requests if r.method == "GET" and r.key]
+    assert len(read) == 11  # one to warm the client, then the ten timed
+    assert set(read) <= {f"images/Apple/{i}.jpg" for i in range(12)}
+    assert get_cpu(f"s3://{bucket}/images/", limit=100)[0] == 12
 
 
 def test_object_gets_wait_and_nothing_else_does(monkeypatch: pytest.MonkeyPatch) -> None:

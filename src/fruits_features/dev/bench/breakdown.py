@@ -69,6 +69,35 @@ def ratios(job: dict[str, Any], own_ceiling: float, onnxruntime_ceiling: float) 
     }
 
 
+def cpu_budget(ceiling: dict[str, Any], cores: int) -> dict[str, float]:
+    """How close to its bare engine the embed stage can come on ``cores`` cores, from the CPU
+    each image costs beside the model.
+
+    The bare pass keeps every core on the model (``cores`` / its images/s of CPU per image). The
+    job's tasks also decode each image (one core's decode ceiling) and GET it (boto3's CPU, and
+    the local S3 server's where it shares the machine), on the same cores: however well those
+    overlap the model, the stage cannot run faster than all of it takes.
+
+    Returns:
+        The CPU milliseconds per image of ``model``, ``decode``, ``get`` and ``s3_server``, and
+        the ratio they allow: ``embed_bound`` with all of them, ``embed_bound_on_aws`` without the
+        local S3 server.
+    """
+    per_image = {
+        "model": cores * 1000 / ceiling["model_images_per_s"],
+        "decode": 1000 / ceiling["decode_images_per_s"],
+        "get": float(ceiling.get("get_cpu_ms", 0.0)),
+        "s3_server": float(ceiling.get("s3_server_cpu_ms_per_get", 0.0)),
+    }
+    beside = per_image["decode"] + per_image["get"]
+    model = per_image["model"]
+    return {
+        **per_image,
+        "embed_bound": model / (model + beside + per_image["s3_server"]),
+        "embed_bound_on_aws": model / (model + beside),
+    }
+
+
 def breakdown_lines(label: str, job: dict[str, Any]) -> list[str]:
     """The breakdown as the benchmark prints it."""
     parts = breakdown(job)

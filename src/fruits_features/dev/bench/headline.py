@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from fruits_features.dev.bench.breakdown import breakdown, breakdown_lines, ratios
+from fruits_features.dev.bench.breakdown import breakdown, breakdown_lines, cpu_budget, ratios
 from fruits_features.dev.bench.ceilings import ceilings
 from fruits_features.dev.bench.harness import (
     BUCKET,
@@ -126,6 +126,14 @@ def print_targets(engines: dict[str, dict[str, Any]], n: int) -> None:
             f"{targets['job_over_onnxruntime_bare']:.2f}"
             f"; embed stage / its bare engine = {targets['embed_over_own_bare']:.2f}"
         )
+        budget = measured.get("cpu_budget")
+        if budget:
+            print(
+                f"headline: {engine} CPU ms per image: model {budget['model']:.1f} (bare, {CORES} cores), "
+                f"beside it decode {budget['decode']:.1f}, GET {budget['get']:.1f}, local S3 server "
+                f"{budget['s3_server']:.1f}: the embed stage can reach {budget['embed_bound']:.2f} of "
+                f"its bare engine here, {budget['embed_bound_on_aws']:.2f} with S3 off the machine"
+            )
         for job in measured["scaling"]:
             if job["n"] != n:
                 rate = job["n"] / job["timings_seconds"]["load_and_embed"]
@@ -161,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     data=args.data,
                     images=min(args.n, 512),
                     backbone=backbone,
+                    objects=f"s3://{BUCKET}/n{args.n}/",
                 )
                 overrides = engine_overrides(engine, args.weights, size, backbone)
                 jobs = {n: run_job(f"n{n}", n, args.weights, overrides, args.master) for n in measured_at}
@@ -192,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for measured in engines.values():
         reference = engines.get(f"{measured['backbone']} onnxruntime", measured)["ceilings"]
         measured["breakdown"] = breakdown(measured["job"])
+        measured["cpu_budget"] = cpu_budget(measured["ceilings"], CORES)
         measured["targets"] = ratios(
             measured["job"], measured["ceilings"]["model_images_per_s"], reference["model_images_per_s"]
         )
