@@ -224,16 +224,37 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+# A scoring summary lists each class's recall and precision up to this many classes.
+SUMMARY_CLASSES = 10
+
+
 def score_summary_lines(manifest: dict[str, Any]) -> list[str]:
     """A short human summary of a finished scoring run, from its manifest."""
     counts = manifest["counts"]
     timings = manifest["timings_seconds"]
     model = manifest["scoring_model"]
-    return [
+    lines = [
         f"scoring run {manifest['run_id']}",
         f"  model            {model['uri']} (trained by run {model['run_id']}, {model['image_size']}px)",
         f"  images           {counts['images']} ({counts['rejected']} rejected)",
         f"  scored           {counts['featurized']}",
+    ]
+    evaluation = manifest.get("classifier") or {}
+    if evaluation.get("status") == "evaluated":
+        lines.append(
+            f"  accuracy         {100 * evaluation['accuracy']:.1f}% on {evaluation['test_images']} images "
+            f"labelled with the model's classes, macro F1 {evaluation['macro_f1']:.3f}"
+        )
+        present = {label: s for label, s in evaluation["per_class"].items() if s["support"]}
+        for label, scores in present.items() if len(present) <= SUMMARY_CLASSES else ():
+            lines.append(
+                f"    {label:<20} recall {100 * scores['recall']:5.1f}% of {scores['support']}, "
+                f"precision {100 * scores['precision']:5.1f}% of {scores['predicted']} predicted"
+            )
+        for confusion in evaluation["most_confused"][:3]:
+            lines.append(f"    {confusion['true']} taken for {confusion['predicted']}: {confusion['count']}")
+    lines += [
         f"  wall time        {timings['total']:.1f}s",
         f"  predictions      {manifest['output']}/predictions/",
     ]
+    return lines

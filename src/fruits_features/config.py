@@ -23,7 +23,9 @@ from pydantic_core import PydanticCustomError
 
 from fruits_features.config_sections import (
     AugmentConfig,
+    ClassifierConfig,
     IncrementalConfig,
+    LabelsConfig,
     ReportConfig,
     S3Config,
     Section,
@@ -39,6 +41,7 @@ __all__ = [
     "IncrementalConfig",
     "InputConfig",
     "JobConfig",
+    "LabelsConfig",
     "ModelConfig",
     "OutputConfig",
     "PcaConfig",
@@ -314,48 +317,6 @@ class PcaConfig(Section):
         return float(self.k) if isinstance(self.k, float) else None
 
 
-class ClassifierConfig(Section):
-    """The optional fruit classifier: multinomial logistic regression on the PCA components."""
-
-    enabled: bool = Field(
-        False, description="Train, evaluate and save the classifier (`true` in `conf/local.yaml`)."
-    )
-    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        0.7,
-        description="Per class, `round(fraction x images)` images train (half up), at least one; every class "
-        "with two images or more keeps at least one test image; a class of one image trains only (listed in "
-        "`untested_classes`).",
-    )
-    seed: StrictInt = Field(
-        42,
-        description="Which images of each class train: images are ordered by a hash of the seed and the "
-        "path, so the split does not depend on partitioning.",
-    )
-    reg_param: Annotated[float, Field(ge=0.0)] = Field(
-        0.003,
-        description="L2 regularisation (Spark's `regParam`), chosen by 5-fold cross-validation on the "
-        "training images of the dev set.",
-    )
-    elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.0, description="0 = L2, 1 = L1.")
-    max_iter: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
-        200, description="L-BFGS iterations at most."
-    )
-    model_transfer: Literal["boto3", "hadoop"] = Field(
-        "boto3",
-        description="How the fitted pipeline reaches `<run>/model/` and back: `boto3` saves it with Spark's "
-        "writer to a staging folder, checks that the driver sees every file, and uploads it (local mode, one "
-        "EC2 machine; any other master needs `staging_dir`); `hadoop` lets Spark write and read the `s3://` "
-        "URI itself (EMRFS on EMR).",
-    )
-    staging_dir: str | None = Field(
-        None,
-        description="Where `boto3` stages the model; unset: the temporary folder, but refused (exit 2) with "
-        "a master other than `local[...]`, whose executors write and read it: there, an absolute path that "
-        "the driver and every executor see as one folder (a shared mount; any folder when the workers run on "
-        "the driver's machine). A save whose files the driver does not find there fails, naming this key.",
-    )
-
-
 class JobConfig(Section):
     """The whole job's configuration."""
 
@@ -363,6 +324,7 @@ class JobConfig(Section):
     output: OutputConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     pca: PcaConfig = Field(default_factory=PcaConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -394,6 +356,11 @@ class JobConfig(Section):
                 "run it with augment.copies=0, or make a full run"
             )
         return self
+
+    @property
+    def input_uri(self) -> S3Uri:
+        """``input.uri``, parsed (validated when the configuration was read)."""
+        return S3Uri.parse(self.input.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain JSON-ready data (for the manifest)."""

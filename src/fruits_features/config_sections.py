@@ -1,5 +1,6 @@
-"""The sections of the job's configuration beside the model, the PCA and the classifier: the
-report, Spark, S3, incremental runs and augmentation; and the base every section shares.
+"""The sections of the job's configuration beside the input, the output, the model and the PCA: the
+labels and the classifier, the report, Spark, S3, incremental runs and augmentation; and the base
+every section shares.
 
 :mod:`fruits_features.config` assembles them into :class:`~fruits_features.config.JobConfig`
 (and re-exports them); like it, this module does no I/O.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -101,6 +102,56 @@ class S3Config(Section):
     )
 
 
+class ClassifierConfig(Section):
+    """The optional fruit classifier: multinomial logistic regression on the PCA components."""
+
+    enabled: bool = Field(
+        False, description="Train, evaluate and save the classifier (`true` in `conf/local.yaml`)."
+    )
+    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.7,
+        description="Per class, `round(fraction x images)` images train (half up), at least one; every class "
+        "with two images or more keeps at least one test image; a class of one image trains only (listed in "
+        "`untested_classes`).",
+    )
+    seed: StrictInt = Field(
+        42,
+        description="Which images of each class train: images are ordered by a hash of the seed and the "
+        "path, so the split does not depend on partitioning.",
+    )
+    reg_param: Annotated[float, Field(ge=0.0)] = Field(
+        0.003,
+        description="L2 regularisation (Spark's `regParam`), chosen by 5-fold cross-validation on the "
+        "training images of the dev set.",
+    )
+    elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.0, description="0 = L2, 1 = L1.")
+    class_weight: Literal["auto", "balanced", "none"] = Field(
+        "auto",
+        description="Each training image's weight in the fit. `balanced`: `n / (classes x n_c)` for an "
+        "image of a class of `n_c` of the `n` training images, so that every class weighs the same (13 "
+        "apple varieties no longer pull a doubtful image toward `Apple`); `none`: 1 each. `auto`: "
+        "`balanced` where the largest class has more than twice the training images of the smallest, "
+        "`none` otherwise (docs/photos.md gives the measurement). The manifest says which was used.",
+    )
+    max_iter: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+        200, description="L-BFGS iterations at most."
+    )
+    model_transfer: Literal["boto3", "hadoop"] = Field(
+        "boto3",
+        description="How the fitted pipeline reaches `<run>/model/` and back: `boto3` saves it with Spark's "
+        "writer to a staging folder, checks that the driver sees every file, and uploads it (local mode, one "
+        "EC2 machine; any other master needs `staging_dir`); `hadoop` lets Spark write and read the `s3://` "
+        "URI itself (EMRFS on EMR).",
+    )
+    staging_dir: str | None = Field(
+        None,
+        description="Where `boto3` stages the model; unset: the temporary folder, but refused (exit 2) with "
+        "a master other than `local[...]`, whose executors write and read it: there, an absolute path that "
+        "the driver and every executor see as one folder (a shared mount; any folder when the workers run on "
+        "the driver's machine). A save whose files the driver does not find there fails, naming this key.",
+    )
+
+
 class IncrementalConfig(Section):
     """An incremental run: featurize only what a previous run has not."""
 
@@ -167,3 +218,44 @@ class AugmentConfig(Section):
     noise_sigma: Annotated[float, Field(ge=0.0, le=64.0)] = Field(
         8.0, description="The noise's standard deviation, in grey levels."
     )
+
+
+class LabelsConfig(Section):
+    """The label each image is learnt and scored by: its class folder, or the fruit the folder names."""
+
+    rule: Literal["folder", "fruit", "table"] = Field(
+        "folder",
+        description="`folder`: the class folder's name (`Apple Braeburn`). `fruit`: the fruit it names, "
+        "the first word capitalised (`Apple Braeburn` -> `Apple`, `Tomato Cherry Red` -> `Tomato`), except "
+        "the Fruits 360 classes whose first word is not the fruit (`Potato Sweet` -> `Sweet Potato`, "
+        "`Passion Fruit`, `Maracuja` -> `Passion Fruit`; docs/outputs.md lists them). `table`: `table`'s "
+        "entry only, and a listed folder it does not name is refused before any image is embedded (a "
+        'scoring run labels it `""`). With `fruit` or `table`, `features/` and `predictions/` keep the '
+        "folder beside the label (`folder`), and the classifier, its report and a scoring run's summary "
+        "count the label.",
+    )
+    table: dict[str, str] = Field(
+        default_factory=dict,
+        description='Folder name -> label, applied before `rule` (`{"Nut Forest": Hazelnut}`); '
+        "the only mapping with `rule: table`.",
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [
+            f"{folder!r}: {label!r}"
+            for folder, label in value.items()
+            if not folder.strip() or "/" in folder or not label.strip()
+        ]
+        if bad:
+            raise ValueError(
+                f"folder names are non-empty, with no '/', and labels non-empty: {', '.join(bad)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _table_rule_needs_table(self) -> LabelsConfig:
+        if self.rule == "table" and not self.table:
+            raise ValueError("labels.rule 'table' needs labels.table: folder name -> label")
+        return self

@@ -140,6 +140,7 @@ class RunManifest:
     model: EngineSection | None = None
     scoring_model: dict[str, Any] | None = None  # scoring: the saved model's URI and model.json
     counts: Counts = field(default_factory=Counts)
+    labels: dict[str, Any] | None = None  # labels.rule fruit or table: the rule, each label's folders
     incremental: dict[str, Any] | None = (
         None  # an incremental run: the previous run, the mode, what was reused
     )

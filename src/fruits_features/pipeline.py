@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
+from fruits_features.io.labels import with_folder
 from fruits_features.io.outputs import EMBEDDINGS_DIR, FEATURES_DIR, PREDICTIONS_DIR, WrittenPart, write_parts
 from fruits_features.job_run import JobRun
 from fruits_features.manifest import PcaSection, RunResult
@@ -223,7 +224,7 @@ def reduce_and_write(
     projected = project(featurized.drop("etag"), reduction).persist(StorageLevel.MEMORY_AND_DISK)
     cleanup.callback(projected.unpersist)
     with job.timer.stage("write"):
-        columns = components_to_columns(projected, reduction.k)
+        columns = with_folder(components_to_columns(projected, reduction.k), config.labels, config.input_uri)
         parts = write_parts(columns, job.uri, job.settings, FEATURES_DIR, config.output.format)
     job.manifest.counts.part_files = check_rows("feature", parts, rows)
     log.info("wrote %d rows in %d part files under %s", rows, len(parts), job.uri.join(FEATURES_DIR))

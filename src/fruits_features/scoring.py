@@ -2,7 +2,8 @@
 
 Output under ``<output>/<run id>/``::
 
-    predictions/part-00000.csv ...  path,label,predicted,probability (label: the image's folder, or empty)
+    predictions/part-00000.csv ...  path,label,predicted,probability (label: the image's folder, or empty;
+                                    with the model's labels.rule fruit or table, its label and then folder)
     rejected/, manifest.json, _SUCCESS      as for the feature job
 
 The images are embedded exactly as the training images were: the image size comes from the
@@ -22,12 +23,14 @@ from pyspark.sql import functions as F
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
 from fruits_features.features.model_files import weights_sha256
+from fruits_features.io.labels import with_folder
 from fruits_features.io.outputs import PREDICTIONS_DIR, write_parts
 from fruits_features.io.uri import S3Uri
 from fruits_features.job_run import JobRun
 from fruits_features.manifest import RunResult
-from fruits_features.stages.classify import with_predictions
+from fruits_features.stages.classify import PREDICTED_COL, with_predictions
 from fruits_features.stages.embed import run_embed_stage
+from fruits_features.stages.metrics import scored_metrics
 from fruits_features.stages.model_info import ModelUnavailableError, check_backbone, check_compatible
 from fruits_features.stages.model_store import (
     check_model_transfer,
@@ -74,6 +77,9 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         "uri": str(model_uri),
         **{key: value for key, value in info.to_dict().items() if key != "labels"},
     }
+    if info.label_rule != config.labels:
+        log.info("labelling the folders as the model learnt them: labels.rule %s", info.label_rule.rule)
+        config = config.model_copy(update={"labels": info.label_rule})
     if info.image_size != config.model.image_size:
         log.info(
             "embedding at %dpx, the model's image size (model.image_size=%d is not used)",
@@ -102,10 +108,24 @@ def run_scoring(spark: SparkSession, config: JobConfig, model: str, run_id: str)
         )
         scored = with_predictions(vectors, [pipeline_model])
         with job.timer.stage("write"):
-            parts = write_parts(scored, job.uri, job.settings, PREDICTIONS_DIR, config.output.format)
+            predictions = with_folder(scored, config.labels, config.input_uri)
+            parts = write_parts(predictions, job.uri, job.settings, PREDICTIONS_DIR, config.output.format)
         written = sum(part.rows for part in parts)
         if written != counts.featurized:
             raise PipelineError(f"wrote {written} predictions but {counts.featurized} images were featurized")
         counts.part_files = len(parts)
         log.info("scored %d images: predictions under %s", written, job.uri.join(PREDICTIONS_DIR))
+        with job.timer.stage("evaluate"):
+            cells = scored.groupBy("label", PREDICTED_COL).count().collect()
+            job.manifest.classifier = scored_metrics(
+                [(row["label"], row[PREDICTED_COL], int(row["count"])) for row in cells], info.labels
+            )
+        evaluation = job.manifest.classifier
+        if evaluation["status"] == "evaluated":
+            log.info(
+                "accuracy %.3f on the %d images labelled with one of the model's %d classes",
+                evaluation["accuracy"],
+                evaluation["test_images"],
+                len(info.labels),
+            )
         return job.finish(embedded)

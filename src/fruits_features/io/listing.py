@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fruits_features.io.labels import Labels
 from fruits_features.io.s3 import iter_objects
 from fruits_features.io.uri import S3Uri
 
@@ -45,12 +46,22 @@ class Listing:
         frame: the keys of a listing on the executors (``parallel``, ``inventory``, ``key_list``)
             as a persisted ``path, label, etag`` DataFrame (:data:`LISTED_SCHEMA`) that the driver
             never collects: every key listed, ``label`` null for the skipped ones.
+        labels: the label of each folder, where ``labels.rule`` makes labels that are not the
+            folder (``images`` and ``frame`` hold the folders; the keys frame gets the labels).
     """
 
     images: list[ImageRef]
     keys_listed: int
     skipped: int
     frame: DataFrame | None = None
+    labels: Labels | None = None
+
+    def folders(self) -> set[str]:
+        """The folder of every listed image (``""``: outside one), collected from ``frame`` if need be."""
+        if self.frame is None:
+            return {ref.label for ref in self.images}
+        rows = self.frame.filter(self.frame["label"].isNotNull()).select("label").distinct().collect()
+        return {row["label"] for row in rows}
 
     @property
     def count(self) -> int:

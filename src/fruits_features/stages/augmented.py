@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 
 from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError
+from fruits_features.io.labels import with_folder
 from fruits_features.io.outputs import AUGMENTED_DIR, write_parts
 from fruits_features.stages.reduce import Reduction, components_to_columns, project
 
@@ -54,7 +55,7 @@ def write_augmented(
     with job.timer.stage("augmented"):
         projected = project(copies.drop("etag"), reduction).persist(StorageLevel.MEMORY_AND_DISK)
         cleanup.callback(projected.unpersist)
-        columns = components_to_columns(projected, reduction.k)
+        columns = with_folder(components_to_columns(projected, reduction.k), config.labels, config.input_uri)
         parts = write_parts(columns, job.uri, job.settings, AUGMENTED_DIR, config.output.format)
     written = sum(part.rows for part in parts)
     if written != expected:

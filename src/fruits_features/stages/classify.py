@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from fruits_features.config import ClassifierConfig, JobConfig
 from fruits_features.errors import FruitsFeaturesError
+from fruits_features.io.labels import with_folder
 from fruits_features.io.outputs import METRICS_FILE, MODEL_DIR, PREDICTIONS_DIR, json_bytes, write_parts
 from fruits_features.io.s3 import write_object
 from fruits_features.stages.metrics import Metrics, classification_metrics, most_confused
@@ -50,6 +51,10 @@ _PREDICTION_COL = "_prediction"
 _PROBABILITIES_COL = "_probabilities"
 _RAW_PREDICTION_COL = "_raw_prediction"
 _TRAIN_COUNT_COL = "_train_count"
+_WEIGHT_COL = "_weight"
+# classifier.class_weight auto: balanced past this ratio of the largest class's training images to
+# the smallest's (docs/photos.md: what it changed on the dev images).
+BALANCE_RATIO = 2.0
 
 
 class ClassifierError(FruitsFeaturesError):
@@ -73,6 +78,27 @@ def train_count(images: int, fraction: float) -> int:
         return images
     wanted = math.floor(fraction * images + 0.5)
     return min(images - 1, max(1, wanted))
+
+
+def class_weights(train_counts: Mapping[str, int], mode: str) -> dict[str, float] | None:
+    """Each class's weight per training image, or ``None`` for none (every image 1).
+
+    Args:
+        train_counts: training images per class (augmented copies, as many per image in every
+            class, change no ratio).
+        mode: ``classifier.class_weight``; ``auto`` is ``balanced`` past :data:`BALANCE_RATIO`.
+
+    Returns:
+        ``n / (C x n_c)`` for class ``c`` of ``n_c`` of the ``n`` images in ``C`` classes: every
+        class weighs ``n / C`` in all, and the weights sum to ``n``.
+    """
+    sizes = {label: n for label, n in train_counts.items() if n > 0}
+    if mode == "none" or not sizes:
+        return None
+    if mode == "auto" and max(sizes.values()) <= BALANCE_RATIO * min(sizes.values()):
+        return None
+    total = sum(sizes.values())
+    return {label: total / (len(sizes) * n) for label, n in sorted(sizes.items())}
 
 
 def stratified_split(
@@ -139,7 +165,11 @@ def training_rows(split: DataFrame, copies: DataFrame | None = None) -> DataFram
 
 
 def train_classifier(
-    split: DataFrame, labels: Sequence[str], config: ClassifierConfig, copies: DataFrame | None = None
+    split: DataFrame,
+    labels: Sequence[str],
+    config: ClassifierConfig,
+    copies: DataFrame | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> TrainedClassifier:
     """Fit a multinomial logistic regression on the training rows of ``split`` (and their copies).
 
@@ -149,8 +179,14 @@ def train_classifier(
         labels: every class, sorted; class ``i`` of the model is ``labels[i]``.
         config: regularisation and iterations.
         copies: augmented copies, see :func:`training_rows`.
+        weights: each class's weight per image (:func:`class_weights`); ``None``: 1 each.
     """
     training = label_indexer(labels).transform(training_rows(split, copies))
+    weighting: dict[str, Any] = {}
+    if weights is not None:
+        pairs = [F.lit(value) for item in sorted(weights.items()) for value in item]
+        training = training.withColumn(_WEIGHT_COL, F.element_at(F.create_map(*pairs), F.col("label")))
+        weighting["weightCol"] = _WEIGHT_COL
     regression = LogisticRegression(
         family="multinomial",
         featuresCol=COMPONENTS_COL,
@@ -161,6 +197,7 @@ def train_classifier(
         regParam=config.reg_param,
         elasticNetParam=config.elastic_net_param,
         maxIter=config.max_iter,
+        **weighting,
     )
     model = regression.fit(training)
     summary = model.summary
@@ -208,6 +245,7 @@ class Evaluation:
     metrics: Metrics
     train_images: int
     untested_classes: tuple[str, ...]  # classes of one image: trained on, never evaluated
+    class_weight: str = "none"  # what classifier.class_weight came to: balanced or none
 
 
 def train_and_evaluate(
@@ -244,8 +282,16 @@ def train_and_evaluate(
             "%d classes have a single image, used for training only: %s", len(untested), list(untested)
         )
 
+    weights = class_weights(quotas, config.class_weight)
+    if weights is not None:
+        log.info(
+            "class weights balanced (classifier.class_weight %s): %.3g to %.3g per image",
+            config.class_weight,
+            min(weights.values()),
+            max(weights.values()),
+        )
     split = stratified_split(projected, class_counts, config.train_fraction, config.seed)
-    classifier = train_classifier(split, labels, config, copies)
+    classifier = train_classifier(split, labels, config, copies, weights)
     # Persisted: counted here, then written and sampled for the report.
     predictions = with_predictions(split, classifier.stages()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -266,6 +312,7 @@ def train_and_evaluate(
         metrics=metrics,
         train_images=train_images,
         untested_classes=untested,
+        class_weight="none" if weights is None else "balanced",
     )
 
 
@@ -304,9 +351,8 @@ def run_classifier(
         metrics = evaluation.metrics
         confusions = most_confused(metrics.labels, metrics.confusion, 10)
         with timer.stage("predictions"):
-            parts = write_parts(
-                evaluation.predictions, run_uri, job.settings, PREDICTIONS_DIR, config.output.format
-            )
+            predictions = with_folder(evaluation.predictions, config.labels, config.input_uri)
+            parts = write_parts(predictions, run_uri, job.settings, PREDICTIONS_DIR, config.output.format)
             metrics_body = {
                 **metrics.to_dict(),
                 "labels": list(metrics.labels),
@@ -329,6 +375,7 @@ def run_classifier(
     section.update(
         status="trained",
         classes=len(metrics.labels),
+        class_weight=evaluation.class_weight,
         train_images=evaluation.train_images,
         # each training image's augmented copies trained beside it (augment.copies)
         train_copies=evaluation.train_images * config.augment.copies if copies is not None else 0,

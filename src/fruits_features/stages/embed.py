@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
@@ -18,6 +18,7 @@ from fruits_features.config import JobConfig
 from fruits_features.errors import PipelineError, TooManyRejectsError
 from fruits_features.features.augment import AugmentSpec
 from fruits_features.features.udf import EmbedCounters, EmbedSpec, embed_column
+from fruits_features.io.labels import relabel
 from fruits_features.io.listing import Listing
 from fruits_features.io.loading import keys_frame, partition_count
 from fruits_features.io.outputs import REJECTED_DIR, write_empty_part, write_parts
@@ -126,10 +127,17 @@ class Embedded:
 def listed_keys(spark: SparkSession, listing: Listing, partitions: int) -> DataFrame:
     """The listed images as ``path, label, etag`` over ``partitions`` partitions of contiguous, sorted
     ranges of paths: from the driver's list, or, for a listing on the executors, by ranging its
-    frame (a shuffle of the keys only; the driver never holds them)."""
+    frame (a shuffle of the keys only; the driver never holds them); labelled as ``listing.labels``
+    says."""
+    labels = listing.labels
     if listing.frame is None:
-        return keys_frame(spark, listing.images, partitions)
+        if labels is None:
+            return keys_frame(spark, listing.images, partitions)
+        relabelled = [replace(ref, label=labels.mapping[ref.label]) for ref in listing.images]
+        return keys_frame(spark, relabelled, partitions)
     images_listed = listing.frame.filter(F.col("label").isNotNull())
+    if labels is not None:
+        images_listed = relabel(images_listed, labels.mapping)
     return images_listed.repartitionByRange(partitions, "path").sortWithinPartitions("path")
 
 

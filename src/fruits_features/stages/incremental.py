@@ -47,8 +47,8 @@ from fruits_features.config import JobConfig
 from fruits_features.errors import InputError
 from fruits_features.features.model_files import weights_sha256
 from fruits_features.io.folders import copy_folder
+from fruits_features.io.labels import with_folder
 from fruits_features.io.listing import Listing
-from fruits_features.io.loading import keys_frame
 from fruits_features.io.outputs import (
     EMBEDDINGS_DIR,
     FEATURES_DIR,
@@ -63,6 +63,7 @@ from fruits_features.io.outputs import (
 from fruits_features.io.s3 import S3Settings, describe_error, read_object
 from fruits_features.io.uri import S3Uri
 from fruits_features.stages.classify import with_predictions
+from fruits_features.stages.embed import listed_keys
 from fruits_features.stages.model_info import ModelInfo, ModelMismatchError, check_backbone, check_compatible
 from fruits_features.stages.model_store import (
     load_model,
@@ -211,10 +212,7 @@ def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Incr
     The caller releases the returned :class:`Increment`; the listing's frame is released here.
     """
     spark = job.spark
-    if listing.frame is not None:
-        listed = listing.frame.filter(F.col("label").isNotNull())
-    else:
-        listed = keys_frame(spark, listing.images, spark.sparkContext.defaultParallelism)
+    listed = listed_keys(spark, listing, spark.sparkContext.defaultParallelism)
     index_schema = StructType([StructField("path", StringType()), StructField("etag", StringType())])
     index = previous_embeddings(job, previous, index_schema)
     statuses = change_status(listed, index).persist(StorageLevel.MEMORY_AND_DISK)
@@ -242,7 +240,7 @@ def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Incr
     return Increment(
         previous=previous,
         to_embed=Listing(images=[], keys_listed=embed_count, skipped=0, frame=to_embed),
-        unchanged=statuses.filter(F.col(_STATUS) == "unchanged").select("path"),
+        unchanged=statuses.filter(F.col(_STATUS) == "unchanged").select("path", "label"),
         counts=counts,
         statuses=statuses,
     )
@@ -250,10 +248,12 @@ def plan_increment(job: JobRun, listing: Listing, previous: PreviousRun) -> Incr
 
 def with_unchanged(job: JobRun, increment: Increment, featurized: DataFrame) -> DataFrame:
     """``featurized`` (``path, label, etag, features``: this run's images) and the unchanged images'
-    rows of the previous run's ``embeddings/``: every listed image's features."""
+    rows of the previous run's ``embeddings/``: every listed image's features, labelled as this
+    run's listing labels them (``labels`` may have changed since)."""
     previous = previous_embeddings(job, increment.previous, EMBEDDINGS_SCHEMA)
-    kept = previous.join(increment.unchanged, "path", "left_semi")
-    return kept.unionByName(featurized.select(*EMBEDDINGS_SCHEMA.fieldNames()))
+    columns = EMBEDDINGS_SCHEMA.fieldNames()
+    kept = previous.drop("label").join(increment.unchanged, "path", "inner")
+    return kept.select(*columns).unionByName(featurized.select(*columns))
 
 
 def previous_embeddings(job: JobRun, previous: PreviousRun, schema: StructType) -> DataFrame:
@@ -320,17 +320,22 @@ def apply_previous(job: JobRun, config: JobConfig, increment: Increment, featuri
         [StructField("path", StringType()), StructField("label", StringType())]
         + [StructField(name, DoubleType()) for name in names]
     )
-    kept = read_parts(spark, client, previous.uri.join(FEATURES_DIR), schema, settings).join(
-        increment.unchanged, "path", "left_semi"
-    )
+    written = read_parts(spark, client, previous.uri.join(FEATURES_DIR), schema, settings)
+    kept = written.drop("label").join(increment.unchanged, "path").select(*schema.fieldNames())
     projected = components_to_columns(
         project(featurized.select("path", "label", "features"), reduction), reduction.k
     )
-    features = write_parts(kept.unionByName(projected), run_uri, settings, FEATURES_DIR, config.output.format)
+    features = write_parts(
+        with_folder(kept.unionByName(projected), config.labels, config.input_uri),
+        run_uri,
+        settings,
+        FEATURES_DIR,
+        config.output.format,
+    )
     predictions: list[WrittenPart] = []
     if stages[end:]:  # the previous run's classifier: the scoring job's way to predict
         vectors = featurized.select("path", "label", array_to_vector(F.col("features")).alias(VECTOR_COL))
-        scored = with_predictions(vectors, [model])
+        scored = with_folder(with_predictions(vectors, [model]), config.labels, config.input_uri)
         predictions = write_parts(scored, run_uri, settings, PREDICTIONS_DIR, config.output.format)
     if config.output.incremental_base:
         copy_folder(client, previous.uri.join(MODEL_DIR), run_uri.join(MODEL_DIR))

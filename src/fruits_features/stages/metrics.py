@@ -4,8 +4,8 @@ pairs. Plain numpy, no Spark: the report draws them too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -131,3 +131,43 @@ def most_confused(labels: Sequence[str], confusion: np.ndarray, count: int) -> l
     ]
     cells.sort(key=lambda cell: (-cell.count, cell.true, cell.predicted))
     return cells[:count]
+
+
+def scored_metrics(cells: Iterable[tuple[str, str, int]], labels: Sequence[str]) -> dict[str, Any]:
+    """What a scoring run's labelled images say of the model (the manifest's ``classifier``
+    section of a scoring run).
+
+    Args:
+        cells: ``(label, predicted, count)`` for the scored images; ``label`` ``""`` for an image
+            with no label (outside a class folder, or a folder ``labels.table`` does not name).
+        labels: the model's classes.
+
+    Returns:
+        ``status: evaluated`` with the accuracy, macro F1, per-class metrics and the confusion
+        counts over the images whose label is one of ``labels``, and ``other_labels``: the images
+        of each label the model does not know (never counted); ``status: unlabelled`` when no
+        image has a label the model knows.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    other: dict[str, int] = {}
+    unlabelled = 0
+    for label, predicted, count in cells:
+        if label == "":
+            unlabelled += count
+        elif label in index:
+            confusion[index[label], index[predicted]] += count
+        else:
+            other[label] = other.get(label, 0) + count
+    section: dict[str, Any] = {"unlabelled_images": unlabelled, "other_labels": dict(sorted(other.items()))}
+    if not confusion.sum():
+        return {"status": "unlabelled", **section}
+    metrics = classification_metrics(labels, confusion)
+    return {
+        "status": "evaluated",
+        **metrics.to_dict(),
+        **section,
+        "labels": list(labels),
+        "confusion": confusion.tolist(),
+        "most_confused": [asdict(c) for c in most_confused(labels, confusion, 10)],
+    }

@@ -5,10 +5,10 @@ embed images otherwise: another backbone, other weights.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fruits_features.config import ModelConfig
+from fruits_features.config import LabelsConfig, ModelConfig
 from fruits_features.errors import ConfigError, InputError
 from fruits_features.features.backbones import RESNET50
 
@@ -40,6 +40,9 @@ class ModelInfo:
         spark_version: the Spark that wrote the pipeline.
         backbone: the network that embedded the images (``resnet50`` in files written before the
             choice existed).
+        label_rule: how the images' folders became ``labels`` (``labels.rule`` and ``labels.table``;
+            the folders themselves in files written before the choice existed): a scoring run
+            labels its folders the same way.
         format_version: this layout's version.
     """
 
@@ -54,12 +57,14 @@ class ModelInfo:
     trained_at: str
     spark_version: str
     backbone: str = RESNET50.name
+    label_rule: LabelsConfig = field(default_factory=LabelsConfig)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         data = asdict(self)
         data["labels"] = list(self.labels)
+        data["label_rule"] = self.label_rule.model_dump(mode="json")
         return data
 
     @classmethod
@@ -86,6 +91,7 @@ class ModelInfo:
                 trained_at=str(data["trained_at"]),
                 spark_version=str(data["spark_version"]),
                 backbone=str(data.get("backbone", RESNET50.name)),
+                label_rule=LabelsConfig.model_validate(data.get("label_rule") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelUnavailableError(

@@ -142,6 +142,7 @@ def save_run_model(
         trained_at=utc_now(),
         spark_version=job.spark.version,
         backbone=config.model.backbone,
+        label_rule=config.labels,
     )
     save_model(
         model,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
@@ -17,6 +17,7 @@ from fruits_features.errors import ConfigError, InputError
 from fruits_features.features.model_files import check_weights
 from fruits_features.features.onnx_export import check_onnx
 from fruits_features.io.inventory import list_images_from_files
+from fruits_features.io.labels import keeps_folder, resolve_labels
 from fruits_features.io.listing import Listing, list_images
 from fruits_features.io.parallel_listing import list_images_in_parallel
 from fruits_features.io.s3 import S3Settings, check_output_writable
@@ -116,11 +117,14 @@ def preflight(job: JobRun, config: JobConfig, *, labelled_only: bool = True) -> 
         labelled_only: list only images in class folders (the feature job), or any image (scoring).
 
     Returns:
-        The images listed under ``input.uri`` and the checked model files.
+        The images listed under ``input.uri`` (labelled as ``labels`` says) and the checked model
+        files.
 
     Raises:
         InputError: the input cannot be listed or holds no images.
         InventoryError: the inventory report or key list is malformed.
+        UnknownClassesError: ``labels.rule: table`` and a listed folder that the table does not name
+            (the feature job only).
         OutputError: the output cannot be listed or the run's folder is not empty.
         WeightsUnavailableError: ``model.weights`` or ``model.onnx`` cannot be had.
         OnnxMismatchError: the ONNX file was exported for another backbone or size, or from other weights.
@@ -142,6 +146,10 @@ def preflight(job: JobRun, config: JobConfig, *, labelled_only: bool = True) -> 
                 f"({listing.keys_listed} keys listed)"
             )
         with job.timer.stage("preflight"):
+            if not keeps_folder(config.labels):
+                labels = resolve_labels(config.labels, listing.folders(), unknown_allowed=not labelled_only)
+                listing = replace(listing, labels=labels)
+                job.manifest.labels = labels.section()
             check_output_writable(job.client, job.uri)
             model = check_model(config, job.settings)
     except BaseException:
