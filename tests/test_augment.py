@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -63,21 +61,65 @@ def test_a_copy_is_the_same_for_the_same_seed_image_and_copy_and_differs_otherwi
     for other in (
         augment_image(pixels, ALL_STEPS, path, 2),
         augment_image(pixels, ALL_STEPS, "s3://b/images/Apple/2.jpg", 1),
-        augment_image(pixels, dataclasses.replace(ALL_STEPS, seed=8), path, 1),
+        augment_image(pixels, ALL_STEPS.model_copy(update={"seed": 8}), path, 1),
     ):
         assert np.abs(first.astype(int) - other.astype(int)).mean() > 5
 
 
-@pytest.mark.parametrize("step", ["scale", "colour", "equalize", "noise"])
+@pytest.mark.parametrize(
+    "step", ["scale", "colour", "equalize", "noise", "several", "shadow", "light", "blur", "jpeg"]
+)
 def test_each_step_changes_the_pixels_only_when_it_is_on(step: str) -> None:
     pixels, _ = fruit_on_white()
     off = AugmentSpec(copies=1, background=0.0)
 
     unchanged = augment_image(pixels, off, "p", 1)
-    changed = augment_image(pixels, dataclasses.replace(off, **{step: 1.0}), "p", 1)
+    changed = augment_image(pixels, off.model_copy(update={step: 1.0}), "p", 1)
 
     np.testing.assert_array_equal(unchanged, pixels)
     assert (changed != pixels).any()
+
+
+def red_pixels(pixels: np.ndarray) -> int:
+    return int(((pixels[..., 0] > 150) & (pixels[..., 1] < 90)).sum())
+
+
+def test_cut_puts_part_of_the_fruit_out_of_the_frame_and_several_adds_a_second() -> None:
+    pixels, _ = fruit_on_white()
+    placed = AugmentSpec(copies=1, background=0.0, scale=1.0, min_scale=0.9)
+    cut = placed.model_copy(update={"cut": 1.0, "cut_fraction": 0.5})
+    paths = [f"s3://b/images/Apple/{i}.jpg" for i in range(12)]
+    whole = [red_pixels(augment_image(pixels, placed, p, 1)) for p in paths]
+    part = [red_pixels(augment_image(pixels, cut, p, 1)) for p in paths]
+    disc = red_pixels(pixels)
+    assert min(whole) > 0.75 * disc  # 90-100% of the size, always whole
+    assert min(part) < 0.6 * disc  # some copies lose much of the fruit to the frame's edge
+    assert max(part) > 0.75 * disc  # and some lose little or nothing
+
+    several = AugmentSpec(copies=1, background=0.0, several=1.0, feather=0.0)
+    _, inside = fruit_on_white()
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    beyond = (yy - 30) ** 2 + (xx - 34) ** 2 > 19**2  # white in the original
+    beside = []
+    for path in paths:
+        two = augment_image(pixels, several, path, 1)
+        np.testing.assert_array_equal(two[inside], pixels[inside])  # the fruit in front of its copy
+        beside.append(red_pixels(np.where(beyond[..., None], two, 255)))
+    assert red_pixels(np.where(beyond[..., None], pixels, 255)) == 0
+    assert np.mean(beside) > 0.05 * disc  # the copy, 50-80% of the fruit, partly behind it
+
+
+def test_a_cluttered_background_replaces_the_colour_field_and_keeps_the_fruit() -> None:
+    pixels, disc = fruit_on_white()
+    field = AugmentSpec(copies=1, background=1.0, feather=0.0)
+    clutter = field.model_copy(update={"texture": 1.0})
+    for i in range(4):
+        plain = augment_image(pixels, field, f"p{i}", 1).astype(np.float32)
+        busy = augment_image(pixels, clutter, f"p{i}", 1).astype(np.float32)
+        np.testing.assert_array_equal(busy[disc], pixels[disc])
+        outside = ~disc
+        assert np.abs(busy[outside] - plain[outside]).mean() > 20  # another background altogether
+        assert (busy[outside] < 230).any(axis=-1).mean() > 0.5  # not the white
 
 
 def test_the_udf_embeds_each_images_copies_beside_it_and_leaves_the_original_alone() -> None:

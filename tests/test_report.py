@@ -268,7 +268,7 @@ def test_an_example_holds_augment_images_copies_of_its_path_and_copy_numbers() -
         np.testing.assert_array_equal(pixels, expected)
     assert not np.array_equal(example.copies[0], example.original)  # the background at least changed
     assert not np.array_equal(example.copies[0], example.copies[1])
-    assert len(example_of(LABELS[0], dataclasses.replace(SPEC, copies=2)).copies) == 2
+    assert len(example_of(LABELS[0], SPEC.model_copy(update={"copies": 2})).copies) == 2
 
 
 def test_the_figure_shows_each_original_then_its_copies_row_by_row() -> None:

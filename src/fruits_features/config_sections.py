@@ -218,6 +218,46 @@ class AugmentConfig(Section):
     noise_sigma: Annotated[float, Field(ge=0.0, le=64.0)] = Field(
         8.0, description="The noise's standard deviation, in grey levels."
     )
+    # The photo-like steps (issue 34): drawn from a second generator of the same seed, path and copy,
+    # so that with them off a copy is the same pixels as before they existed.
+    texture: Probability = Field(
+        0.0,
+        description="Probability that the new background (when `background` applies) is a cluttered "
+        "texture (blobs, stripes and shapes in several colours at several scales) instead of the smooth "
+        "colour field.",
+    )
+    cut: Probability = Field(
+        0.0,
+        description="Probability that the fruit, once `scale` has placed it, lies partly outside the frame "
+        "(up to `cut_fraction` of its width or height), as a photo's frame cuts a fruit.",
+    )
+    cut_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.3, description="The most of the fruit that `cut` puts outside the frame."
+    )
+    several: Probability = Field(
+        0.0,
+        description="Probability of a second fruit: a smaller, mirrored copy of the same fruit behind it.",
+    )
+    shadow: Probability = Field(
+        0.0, description="Probability of a soft contact shadow on the background under the fruit."
+    )
+    light: Probability = Field(
+        0.0,
+        description="Probability that light falls off across the frame: the pixels scaled by a ramp from "
+        "0.6-0.8 to 1.0-1.2 in a random direction.",
+    )
+    blur: Probability = Field(0.0, description="Probability of a Gaussian blur (see `blur_radius`).")
+    blur_radius: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        1.5, description="The largest blur radius, in pixels of the model's input; each blur draws up to it."
+    )
+    jpeg: Probability = Field(
+        0.0,
+        description="Probability that the copy is JPEG-compressed at a quality drawn from `jpeg_quality` "
+        "to 95 (the blocks and ringing of phone and web photos).",
+    )
+    jpeg_quality: Annotated[StrictInt, Field(ge=5, le=95)] = Field(
+        40, description="The lowest JPEG quality `jpeg` draws."
+    )
 
 
 class LabelsConfig(Section):

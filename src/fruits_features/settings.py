@@ -41,4 +41,4 @@ def embed_spec(config: JobConfig, s3: S3Settings) -> EmbedSpec:
 
 def augment_spec(config: JobConfig) -> AugmentSpec | None:
     """The augmented copies the executors make (``augment``), or ``None`` when ``augment.copies`` is 0."""
-    return AugmentSpec(**config.augment.model_dump()) if config.augment.copies else None
+    return config.augment if config.augment.copies else None

@@ -13,9 +13,10 @@ from fruits_features.reporting.inputs import AugmentedExample
 # image is one GET and one decode on the driver.
 EXAMPLE_CLASSES = 4
 EXAMPLE_COPIES = 3
-# The steps of :func:`~fruits_features.features.augment.augment_image`, in its order, by their keys
-# in the ``augment`` section.
-STEPS = ("background", "scale", "colour", "equalize", "noise")
+# The steps of :func:`~fruits_features.features.augment.augment_image` by their keys in the
+# ``augment`` section.
+STEPS = ("background", "texture", "several", "scale", "cut", "shadow", "light", "colour", "equalize", "blur",
+         "noise", "jpeg")  # fmt: skip
 
 
 def augmented_example(
@@ -41,14 +42,16 @@ def augmented_example(
 
 
 def _step(spec: AugmentSpec, name: str) -> str:
+    details = {
+        "scale": f"to {100 * spec.min_scale:g}-100% of the frame",
+        "cut": f"up to {100 * spec.cut_fraction:g}% out of the frame",
+        "colour": f"±{100 * spec.colour_strength:g}%",
+        "blur": f"radius up to {spec.blur_radius:g} px",
+        "noise": f"sigma {spec.noise_sigma:g} grey levels",
+        "jpeg": f"quality {spec.jpeg_quality}-95",
+    }
     probability = f"{name} {getattr(spec, name):g}"
-    if name == "scale":
-        return f"{probability} (to {100 * spec.min_scale:g}-100% of the frame)"
-    if name == "colour":
-        return f"{probability} (±{100 * spec.colour_strength:g}%)"
-    if name == "noise":
-        return f"{probability} (sigma {spec.noise_sigma:g} grey levels)"
-    return probability
+    return f"{probability} ({details[name]})" if name in details else probability
 
 
 def describe_augmentation(spec: AugmentSpec) -> str:
