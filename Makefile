@@ -147,8 +147,11 @@ bench-precision: $(STAMP) $(LITE2_STAMP) ## Benchmark what bf16 and the backbone
 	$(PY) scripts/bench.py precision
 
 .PHONY: bench-robustness
-bench-robustness: $(STAMP) $(LITE2_STAMP) ## Benchmark the classifier on the held-out dev images, white and on backgrounds augmentation never uses, per backbone, augmentation off and on (and its cost)
-	$(PY) scripts/bench.py robustness --engines onnxruntime
+# make bench-robustness ROBUSTNESS_ARGS='...': e.g. the fruit-level model's measurements (docs/photos.md):
+# --fruits Apple,Banana,Orange --copies 1 --variants 'labels.rule=fruit;labels.rule=fruit augment.blur=1.0'
+ROBUSTNESS_ARGS ?=
+bench-robustness: $(STAMP) $(LITE2_STAMP) ## Benchmark the classifier on held-out dev images: white, on backgrounds and in photo-like scenes augmentation never draws, per backbone and setting (and augmentation's cost per step)
+	$(PY) scripts/bench.py robustness --engines onnxruntime $(ROBUSTNESS_ARGS)
 
 .PHONY: bench-image-size
 bench-image-size: $(STAMP) $(LITE2_STAMP) ## Benchmark image sizes (BACKBONE resnet50: 224 against 100 px; efficientnet_lite2: 260 against 224): throughput and classifier accuracy on the dev set

@@ -103,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
             default=[0, 1],
             help="robustness: the augment.copies values compared (0: augmentation off)",
         )
+        p.add_argument(
+            "--variants",
+            type=lambda s: [v.strip() for v in s.split(";")],
+            default=[""],
+            help="robustness: ';'-separated settings compared beside --copies, each space-separated "
+            "section.key=value overrides of the feature job (e.g. 'labels.rule=fruit "
+            "classifier.class_weight=none;labels.rule=fruit'); '' the defaults",
+        )
+        p.add_argument(
+            "--fruits",
+            type=lambda s: [v.strip() for v in s.split(",") if v.strip()],
+            default=[],
+            help="robustness: only the dev classes whose first word is one of these (Apple,Banana,Orange)",
+        )
+        p.add_argument(
+            "--results", default="", help="robustness: bench/results/<this>.json (default robustness)"
+        )
     p = sub.add_parser("scale", help="listing and partitioning at 10k-1M keys on a standalone cluster")
     p.set_defaults(handler=cmd_scale)
     p.add_argument("--keys", type=sizes, default=[10_000, 100_000, 1_000_000])

@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter
 
 from fruits_features.dev.bench.backgrounds import KINDS, background, composite, kind_for
 from fruits_features.dev.bench.robustness import accuracies, family, split_dev
+from fruits_features.dev.bench.scenes import SCENE_SIZE, backdrop, scene
 from fruits_features.features.augment import colour_field
 
 SIZE = 100
@@ -111,24 +112,54 @@ def test_the_split_holds_out_the_last_three_images_of_each_class_by_file_name() 
     ]  # fmt: skip
 
 
-def test_accuracies_count_white_and_composites_apart_per_kind_and_family() -> None:
+def test_accuracies_count_each_set_apart_per_kind_and_family_exactly_and_by_fruit() -> None:
     root = "s3://fruits-bench/robust/test"
     rows = [
         (f"{root}/white/Apple Red 1/a.jpg", "Apple Red 1", "Apple Red 1"),
         (f"{root}/white/Kiwi/b.jpg", "Kiwi", "Kiwi"),
-        (f"{root}/wood/Apple Red 1/a.jpg", "Apple Red 1", "Apple Red 2"),
+        (f"{root}/wood/Apple Red 1/a.jpg", "Apple Red 1", "Apple Red 2"),  # the right fruit
         (f"{root}/bricks/Kiwi/b.jpg", "Kiwi", "Kiwi"),
         (f"{root}/wood/Apple Golden 1/c.jpg", "Apple Golden 1", "Apple Golden 1"),
+        (f"{root}/photo/Kiwi/scene-0.jpg", "Kiwi", "Apple Red 1"),
+        (f"{root}/photo/Apple Red 1/scene-0.jpg", "Apple Red 1", "Apple Golden 1"),
     ]
 
     scores = accuracies(rows)
 
-    assert scores["white"] == {"images": 2, "correct": 2, "accuracy": 1.0}
-    assert scores["scene"] == {"images": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
+    assert scores["white"] == {"images": 2, "correct": 2, "accuracy": 1.0, "fruit_accuracy": 1.0}
+    assert scores["scene"] == {
+        "images": 3, "correct": 2, "accuracy": pytest.approx(2 / 3), "fruit_accuracy": 1.0
+    }  # fmt: skip
+    assert scores["photo"] == {"images": 2, "correct": 0, "accuracy": 0.0, "fruit_accuracy": 0.5}
     assert scores["kinds"] == {
-        "bricks": {"images": 1, "correct": 1, "accuracy": 1.0},
-        "wood": {"images": 2, "correct": 1, "accuracy": 0.5},
+        "bricks": {"images": 1, "correct": 1, "accuracy": 1.0, "fruit_accuracy": 1.0},
+        "wood": {"images": 2, "correct": 1, "accuracy": 0.5, "fruit_accuracy": 1.0},
     }
-    assert scores["families"]["Apple"]["scene"] == {"images": 2, "correct": 1, "accuracy": 0.5}
+    assert scores["families"]["Apple"]["scene"]["accuracy"] == 0.5
     assert scores["families"]["Kiwi"]["white"]["accuracy"] == 1.0
+    assert scores["families"]["Kiwi"]["photo"]["accuracy"] == 0.0
+    assert scores["balanced_by_fruit"] == {"white": 1.0, "scene": 1.0, "photo": 0.5}
     assert family("Apple Red 1") == "Apple"
+
+
+def test_a_photo_scene_is_a_larger_frame_the_same_for_the_same_seed_with_the_fruit_in_it() -> None:
+    pixels, _ = disc_on_white()
+    first = scene([pixels], "Kiwi/0")
+    assert first.shape == (SCENE_SIZE[1], SCENE_SIZE[0], 3)
+    np.testing.assert_array_equal(first, scene([pixels], "Kiwi/0"))
+    assert np.abs(first.astype(int) - scene([pixels], "Kiwi/1").astype(int)).mean() > 5
+    # the disc's green is somewhere in every scene, and the studio's white nowhere
+    for seed in range(6):
+        out = scene([pixels], f"Kiwi/{seed}").astype(int)
+        greenish = (out[..., 1] > out[..., 0] + 40) & (out[..., 1] > out[..., 2] + 60)
+        assert greenish.sum() > 200, seed
+        assert ((out >= 245).all(axis=-1)).mean() < 0.01, seed
+
+
+def test_a_scene_backdrop_is_none_of_the_augmentations_nor_near_white() -> None:
+    fields = [colour_field(np.random.default_rng(seed), SIZE, SIZE) for seed in SEEDS]
+    assert max(fine_structure(field) for field in fields) < 0.15
+    for kind in ("stone", "shelf"):
+        pixels = backdrop(kind, np.random.default_rng(1), SIZE, SIZE)
+        assert ((pixels >= 230).all(axis=-1)).mean() < 0.05, kind
+        assert fine_structure(pixels) > 0.25, kind
