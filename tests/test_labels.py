@@ -13,8 +13,9 @@ import pytest
 from conftest import SAMPLE_DIR, upload_sample
 from fruits_features import pipeline, scoring
 from fruits_features.cli import score_summary_lines
-from fruits_features.config import LabelsConfig
+from fruits_features.config import AugmentConfig, LabelsConfig
 from fruits_features.config_files import build_config
+from fruits_features.config_sections import FRUIT_MODEL_AUGMENT
 from fruits_features.errors import ConfigError
 from fruits_features.io.folders import download_folder
 from fruits_features.io.labels import UnknownClassesError, fruit_of, resolve_labels
@@ -169,7 +170,9 @@ def test_a_fruit_run_learns_fruits_and_keeps_each_images_folder(fruit_run: dict[
     classifier = manifest["classifier"]
     assert classifier["classes"] == 5  # Apple, Banana, Orange, Sweet Potato, Tomato
     assert classifier["class_weight"] == "balanced"  # 13 apple images train against one orange
-    for part in ("features", "predictions"):
+    assert manifest["augment"]["copies_per_image"] == 1  # the fruit-level model's augmentation
+    assert classifier["train_copies"] == classifier["train_images"]
+    for part in ("features", "predictions", "augmented"):
         rows = read_parts(local / part)
         assert list(rows.columns[:3]) == ["path", "label", "folder"], part
         assert (rows["folder"] == rows["path"].str.split("/").str[-2]).all()
@@ -204,3 +207,16 @@ def test_an_incremental_run_labels_the_images_it_keeps_by_its_own_rule(fruit_run
     features = read_parts(fruit_run["local"] / "refit" / "features")
     assert list(features.columns[:3]) == ["path", "label", "pc_1"]
     assert (features["label"] == features["path"].str.split("/").str[-2]).all()
+
+
+def test_a_fruit_model_is_trained_with_the_photo_augmentation_where_the_config_says_nothing() -> None:
+    base = {"input": {"uri": "s3://bkt/i/"}, "output": {"uri": "s3://bkt/o/"}}
+    assert build_config(base).augment == AugmentConfig()  # the folders: no augmentation
+    fruit = build_config({**base, "labels": {"rule": "fruit"}})
+    assert fruit.augment == AugmentConfig(**FRUIT_MODEL_AUGMENT)
+    assert fruit.augment.copies >= 1
+    own = build_config({**base, "labels": {"rule": "fruit"}, "augment": {"copies": 2, "scale": 0.0}})
+    assert own.augment == AugmentConfig(**{**FRUIT_MODEL_AUGMENT, "copies": 2, "scale": 0.0})
+    # an incremental run does not augment: nothing is added that it would refuse
+    daily = build_config({**base, "labels": {"rule": "fruit"}, "incremental": {"previous_run": "run-1"}})
+    assert daily.augment.copies == 0

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fruits_features.config_sections import (
+    FRUIT_MODEL_AUGMENT,
     AugmentConfig,
     ClassifierConfig,
     IncrementalConfig,
@@ -341,6 +342,19 @@ class JobConfig(Section):
         description="The driver logs each long stage's progress this often (images done, images/s and ETA "
         "for the embed stage); `0`: no progress lines.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fruit_model_defaults(cls, data: Any) -> Any:
+        # labels.rule fruit is the model for photos: its augmentation, where the run can augment.
+        if not isinstance(data, dict):
+            return data
+        labels, augment, incremental = (data.get(key) or {} for key in ("labels", "augment", "incremental"))
+        if not all(isinstance(section, dict) for section in (labels, augment, incremental)):
+            return data
+        if labels.get("rule") == "fruit" and not incremental.get("previous_run"):
+            data = {**data, "augment": {**FRUIT_MODEL_AUGMENT, **augment}}
+        return data
 
     @model_validator(mode="after")
     def _sections_agree(self) -> JobConfig:

@@ -172,13 +172,20 @@ class IncrementalConfig(Section):
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# What a fruit-level model (labels.rule: fruit) is trained with, for every augment key the
+# configuration leaves out, in a full run (an incremental run does not augment): the steps that
+# helped on photo-like scenes, one at a time (docs/photos.md, make bench-robustness).
+FRUIT_MODEL_AUGMENT: dict[str, Any] = {"copies": 1, "scale": 1.0, "min_scale": 0.4, "blur": 1.0}
+
 
 class AugmentConfig(Section):
     """Augmented copies of every image, embedded beside it: the fruit off Fruits 360's white."""
 
     copies: Annotated[StrictInt, Field(ge=0, le=16)] = Field(
         0,
-        description="Augmented copies per image; `0`: none (augmentation off). The executors make each copy "
+        description="Augmented copies per image; `0`: none (augmentation off; with `labels.rule: fruit`, "
+        "every `augment` key left out takes the photo augmentation of docs/photos.md). The executors make "
+        "each copy "
         "between decoding and the model, in the same task. `features/` keeps one row per listed image; the "
         "copies' components go to `augmented/` (`path` of the source image, `copy` 1, 2, ...) and, with "
         "`output.incremental_base`, their features to `embeddings/` (`copy` > 0). The PCA is fitted on the "
@@ -272,7 +279,8 @@ class LabelsConfig(Section):
         "entry only, and a listed folder it does not name is refused before any image is embedded (a "
         'scoring run labels it `""`). With `fruit` or `table`, `features/` and `predictions/` keep the '
         "folder beside the label (`folder`), and the classifier, its report and a scoring run's summary "
-        "count the label.",
+        "count the label. `fruit` is the model for photos: a full run also takes the photo augmentation "
+        "for every `augment` key left out (docs/photos.md).",
     )
     table: dict[str, str] = Field(
         default_factory=dict,

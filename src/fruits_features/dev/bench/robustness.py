@@ -37,6 +37,7 @@ import pandas as pd
 from PIL import Image
 
 from fruits_features.cli import new_run_id
+from fruits_features.dev.bench.augment_cost import TIMED_STEPS, augment_costs
 from fruits_features.dev.bench.backgrounds import KINDS, background, composite, kind_for
 from fruits_features.dev.bench.harness import (
     BUCKET,
@@ -50,6 +51,7 @@ from fruits_features.dev.bench.harness import (
     save,
     table,
 )
+from fruits_features.dev.bench.pictures import PHOTO, WHITE, plot_photos, plot_samples
 from fruits_features.dev.bench.scenes import scene as photo_scene
 from fruits_features.dev.local_s3 import local_s3
 from fruits_features.dev.spark_submit import job_command, job_env
@@ -60,10 +62,6 @@ from fruits_features.io.s3 import s3_client
 HELD_OUT = 3
 TRAIN_PREFIX = "robust/train"
 TEST_PREFIX = "robust/test"
-# The held-out images as they are; the composites' sets are named for their background kind; the
-# second test set, photo-like scenes, is PHOTO.
-WHITE = "white"
-PHOTO = "photo"
 # Photo scenes per held-out image: three of each class's few held-out images give a class a few
 # more points than three, where one image is 33 points of a fruit of one class.
 PHOTOS_PER_IMAGE = 3
@@ -233,96 +231,6 @@ def run_scoring(model: str, weights: str, overrides: list[str], master: str) -> 
         "counts": manifest["counts"],
         **accuracies(zip(predictions["path"], predictions["label"], predictions["predicted"], strict=True)),
     }
-
-
-def plot_samples(tests: Sequence[ScoredImage], path: Path) -> None:
-    """robustness-backgrounds.png: per background kind, the texture alone, then held-out images of
-    that kind, white and composited, at their own size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    white = {(image.label, image.name): image for image in tests if image.set == WHITE}
-    columns = list(KINDS)
-    fig, axes = plt.subplots(4, len(columns), figsize=(2.2 * len(columns), 9.4))
-    for column, kind in enumerate(columns):
-        scenes = [image for image in tests if image.set == kind]
-        # Spread over the classes, and other classes in each column.
-        step = len(scenes) // (2 * len(columns))
-        first, second = (
-            scenes[(2 * column + 1) * step // 2],
-            scenes[(2 * column + 1) * step // 2 + len(scenes) // 2],
-        )
-        height, width = first.pixels.shape[:2]
-        cells = [
-            (background(kind, height, width, "sample"), f"{kind}"),
-            (white[(first.label, first.name)].pixels, f"{first.label}\n(held out, white)"),
-            (first.pixels, f"{first.label}\non {kind}"),
-            (second.pixels, f"{second.label}\non {kind}"),
-        ]
-        for row, (pixels, title) in enumerate(cells):
-            axes[row][column].imshow(pixels)
-            axes[row][column].set_title(title, fontsize=8)
-            axes[row][column].axis("off")
-    fig.suptitle("make bench-robustness: the test images (100x100, as scored)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_photos(tests: Sequence[ScoredImage], path: Path, count: int = 12) -> None:
-    """robustness-photos.png: ``count`` photo scenes, spread over the classes, as scored."""
-    photos = [image for image in tests if image.set == PHOTO]
-    chosen = photos[:: max(1, len(photos) // count)][:count]
-    columns = 4
-    rows = [
-        np.concatenate([i.pixels for i in chosen[r : r + columns]], axis=1)
-        for r in range(0, len(chosen), columns)
-    ]
-    if rows and all(row.shape == rows[0].shape for row in rows):
-        Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-
-
-# The augmentation steps timed one at a time (augment_costs), each with the default background.
-TIMED_STEPS: dict[str, dict[str, Any]] = {
-    "background (the default)": {},
-    "texture": {"texture": 1.0},
-    "scale": {"scale": 1.0},
-    "scale + cut": {"scale": 1.0, "cut": 1.0},
-    "several": {"several": 1.0},
-    "shadow": {"shadow": 1.0},
-    "light": {"light": 1.0},
-    "colour": {"colour": 1.0},
-    "equalize": {"equalize": 1.0},
-    "blur": {"blur": 1.0},
-    "noise": {"noise": 1.0},
-    "jpeg": {"jpeg": 1.0},
-}
-
-
-def augment_costs(images: Sequence[Path], size: int, rounds: int = 3) -> dict[str, float]:
-    """Milliseconds per copy of each step of :data:`TIMED_STEPS` at ``size`` px, on one core: the
-    median of ``rounds`` passes over ``images`` (decoded once, the fruit's mask made once per image,
-    as the executors do), each step taken with probability 1."""
-    from fruits_features.features.augment import AugmentSpec, augment_image, fruit_mask
-
-    decoded = [
-        (str(p), np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)))
-        for p in images
-    ]
-    costs: dict[str, float] = {}
-    for name, steps in TIMED_STEPS.items():
-        spec = AugmentSpec(copies=1, **steps)
-        masks = [fruit_mask(pixels, spec.white_threshold, spec.feather) for _, pixels in decoded]
-        passes = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for (path, pixels), mask in zip(decoded, masks, strict=True):
-                augment_image(pixels, spec, path, 1, mask)
-            passes.append((time.perf_counter() - started) / len(decoded))
-        costs[name] = round(1000 * float(np.median(passes)), 2)
-    return costs
 
 
 def run_row(
