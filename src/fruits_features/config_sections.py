@@ -122,7 +122,8 @@ class ClassifierConfig(Section):
     reg_param: Annotated[float, Field(ge=0.0)] = Field(
         0.003,
         description="L2 regularisation (Spark's `regParam`), chosen by 5-fold cross-validation on the "
-        "training images of the dev set.",
+        "training images of the dev set; a sweep on backgrounds and photo-like scenes for the fruit-level "
+        "model found nothing better (docs/photos.md).",
     )
     elastic_net_param: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.0, description="0 = L2, 1 = L1.")
     class_weight: Literal["auto", "balanced", "none"] = Field(
