@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SAMPLE_DIR, upload_sample
 from fruits_features import pipeline, scoring
-from fruits_features.cli import score_summary_lines
+from fruits_features.cli import score_summary_lines, summary_lines
 from fruits_features.config import AugmentConfig, LabelsConfig
 from fruits_features.config_files import build_config
 from fruits_features.config_sections import FRUIT_MODEL_AUGMENT
@@ -178,6 +178,9 @@ def test_a_fruit_run_learns_fruits_and_keeps_each_images_folder(fruit_run: dict[
         assert (rows["folder"] == rows["path"].str.split("/").str[-2]).all()
         assert (rows["label"] == rows["folder"].map(fruit_of)).all()
         assert len(rows) == 2 * len(CLASSES)
+    summary = "\n".join(summary_lines(manifest))
+    assert f"  labels           fruit: {len(CLASSES)} folders, 5 labels" in summary
+    assert "classes weighted)" in summary
     model = json.loads((local / "model" / "model.json").read_text())
     assert model["labels"] == ["Apple", "Banana", "Orange", "Sweet Potato", "Tomato"]
     assert model["label_rule"] == {"rule": "fruit", "table": {}}

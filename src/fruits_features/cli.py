@@ -195,6 +195,11 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"  PCA k={pca['k']}         {100 * cumulative[-1]:.1f}% of the variance explained"
         f" (first component {100 * pca['explained_variance'][0]:.1f}%){chosen}",
     ]
+    labels = manifest.get("labels")
+    if labels:
+        folders = sum(len(names) for names in labels["classes"].values())
+        kinds = len(labels["classes"])
+        lines.append(f"  labels           {labels['rule']}: {folders} folders, {kinds} labels")
     increment = manifest.get("incremental")
     if increment:
         lines.append(
@@ -209,7 +214,8 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines += [
             f"  classifier       accuracy {100 * classifier['accuracy']:.1f}%, macro F1 "
             f"{classifier['macro_f1']:.3f} on {classifier['test_images']} test images "
-            f"({classifier['classes']} classes, {classifier['train_images']} training images)",
+            f"({classifier['classes']} classes, {classifier['train_images']} training images"
+            f"{', classes weighted' if classifier.get('class_weight') == 'balanced' else ''})",
             f"  model            {classifier['model']}",
         ]
     elif classifier:
